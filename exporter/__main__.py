@@ -1,0 +1,7 @@
+"""``python -m exporter``: see exporter.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""Command line: ``python -m exporter run ...`` exports segment files to a Constant Contact list.
+
+Exit codes: 0 the run completed (rejected rows allowed), 1 the run failed, 2 usage or configuration
+error (a message, no traceback), 3 the run is pending (waiting on Constant Contact or its daily quota).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import TextIO
+
+from .config import Settings
+from .constant_contact import ConstantContactClient
+from .errors import ConfigError, ExporterError
+from .files import LocalFiles
+from .mapping import DataMapping
+from .pipeline import Exporter, ExportRequest
+from .report import RunReport
+from .secrets import MemorySecretStore, SecretNames, SecretStore, secret_store_from_settings
+from .storage import LocalResultStore
+from .tokens import TokenProvider
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
+SANDBOX_CLIENT_ID = "sandbox-client-id"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret"  # a fixed, public value of the local sandbox only
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Export customer segments (CSV files or Customer Insights CDM folders) to a Constant "
+        "Contact list.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="export segments to a list now",
+        description="Export segments to a Constant Contact list and print a run report.",
+    )
+    run.add_argument(
+        "--segment",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a CSV file, or a CDM export folder (the one with model.json, or one run folder); "
+        "repeat for several segments",
+    )
+    run.add_argument("--list-id", required=True, metavar="UUID", help="the Constant Contact list ID")
+    run.add_argument("--email-field", required=True, metavar="NAME", help="column holding the email address")
+    run.add_argument("--first-name-field", metavar="NAME", help="column holding the first name")
+    run.add_argument("--last-name-field", metavar="NAME", help="column holding the last name")
+    run.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="CC_FIELD=COLUMN",
+        help="map another column, e.g. job_title=Occupation, birthday=DateOfBirth, cf:tier=Loyalty "
+        "Tier (repeatable)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="read, validate and report; send nothing")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="export to an in-process Constant Contact sandbox (no account needed)",
+    )
+    run.add_argument(
+        "--results",
+        default="results",
+        metavar="DIR",
+        help="folder for the run report and rejects file (default: ./results)",
+    )
+    run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage message
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args, out, err)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = Settings.from_env()
+    mapping = DataMapping.from_args(
+        email=args.email_field,
+        first_name=args.first_name_field,
+        last_name=args.last_name_field,
+        fields=args.field,
+    )
+    request = ExportRequest(
+        segments=tuple(args.segment), list_id=args.list_id, mapping=mapping, dry_run=args.dry_run
+    )
+    files = LocalFiles()
+    for path in request.segments:
+        if not files.exists(path):
+            raise ConfigError(f"segment {path!r} not found")
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - started:6.1f}s] {message}", file=err, flush=True)
+
+    with _constant_contact(settings, args, request) as (settings, client):
+        exporter = Exporter(
+            settings, files=files, results=LocalResultStore(args.results), client=client, progress=progress
+        )
+        report = exporter.run(request)
+    if args.json:
+        out.write(report.to_json().decode("utf-8") + "\n")
+    else:
+        out.write("\n".join(report.summary_lines()) + "\n")
+    return exit_code(report)
+
+
+def exit_code(report: RunReport) -> int:
+    if report.status == "completed":
+        return EXIT_OK
+    if report.status == "pending":
+        return EXIT_PENDING
+    if report.error and report.error.get("type") == "ConfigError":
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _constant_contact(
+    settings: Settings, args: argparse.Namespace, request: ExportRequest
+) -> Iterator[tuple[Settings, ConstantContactClient | None]]:
+    """The API client for this run: none for a dry run, an in-process sandbox with --sandbox, else the real
+    API with credentials from the configured secret store."""
+    if args.dry_run:
+        yield settings, None
+        return
+    if not args.sandbox:
+        secrets = secret_store_from_settings(settings)
+        yield settings, _client(settings, secrets)
+        return
+    from sandbox import Sandbox, SandboxConfig
+
+    with Sandbox(SandboxConfig(clients={SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET}, journal=False)) as sb:
+        names = SecretNames()
+        secrets = MemorySecretStore(
+            {
+                names.client_id: SANDBOX_CLIENT_ID,
+                names.client_secret: SANDBOX_CLIENT_SECRET,
+                names.refresh_token: sb.issue_refresh_token(client_id=SANDBOX_CLIENT_ID),
+            }
+        )
+        sb.ensure_list(request.list_id, name=f"Segment export {request.list_id[:8]}")
+        for target, _column in request.mapping.fields:
+            if target.startswith("cf:"):
+                sb.create_custom_field(target[3:])
+        api = replace(
+            settings.api,
+            api_base_url=sb.api_base_url,
+            oauth_base_url=sb.oauth_base_url,
+            poll_interval_seconds=0.2,
+            poll_interval_max_seconds=1.0,
+        )
+        sandboxed = replace(settings, api=api)
+        client = _client(sandboxed, secrets)
+        try:
+            yield sandboxed, client
+        finally:
+            client.close()
+
+
+def _client(settings: Settings, secrets: SecretStore) -> ConstantContactClient:
+    tokens = TokenProvider(secrets, token_url=settings.api.oauth_base_url.rstrip("/") + "/token")
+    return ConstantContactClient(settings.api, tokens)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    try:
+        sys.exit(main())
+    except ExporterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,118 @@
+"""The run report: what a run received, sent, rejected and what Constant Contact made of it.
+
+Written as JSON next to the rejects file and printed by the CLI with --json. Counts only, and masked
+error texts: a report may end up in logs and alerts, so it carries no personal data.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+RunStatus = Literal["running", "completed", "pending", "failed"]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique enough for parallel triggers: 20261203T160501Z-3f9a1c."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ActivityReport:
+    """One contacts_json_import request and what became of it."""
+
+    chunk: int
+    contacts: int
+    bytes: int
+    activity_id: str | None = None
+    state: str = "not_submitted"
+    percent_done: int | None = None
+    status: dict[str, int] = field(default_factory=dict)  # Constant Contact's counts, as returned
+    errors: list[str] = field(default_factory=list)  # activity_errors, emails masked
+    refused: int = 0  # contacts Constant Contact did not put on the list
+    delivered: int | None = None  # known once the activity completed
+
+
+@dataclass
+class SegmentReport:
+    name: str
+    path: str
+    tables: int = 0
+    received: int = 0
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    list_id: str
+    export: str | None = None
+    status: RunStatus = "running"
+    dry_run: bool = False
+    started_at: str = field(default_factory=utc_now)
+    finished_at: str | None = None
+    segments: list[SegmentReport] = field(default_factory=list)
+    received: int = 0  # data rows read from the segments
+    valid: int = 0  # rows that passed validation (before de-duplication)
+    duplicates: int = 0  # valid rows whose email appeared earlier in the export
+    rejected: int = 0  # rows not exported because of a validation rule (see rejects file)
+    submitted: int = 0  # contacts sent to Constant Contact in import requests
+    refused_by_constant_contact: int = 0  # sent, but Constant Contact reported them as errors
+    not_added_unsubscribed: int = 0  # sent, but unsubscribed: Constant Contact does not re-add them
+    delivered: int | None = None  # on the list, as far as Constant Contact's counts say
+    field_warnings: dict[str, int] = field(default_factory=dict)  # e.g. "first_name truncated to 50 ..."
+    chunks: int = 0
+    activities: list[ActivityReport] = field(default_factory=list)
+    rejects_file: str | None = None
+    duplicates_file: str | None = None
+    report_file: str | None = None
+    api_calls: int = 0
+    retries: int = 0
+    token_refreshes: int = 0
+    limits: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None  # {"type", "message"} when the run failed
+
+    def fail(self, kind: str, message: str) -> None:
+        self.status = "failed"
+        self.error = {"type": kind, "message": message}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+
+    def summary_lines(self) -> list[str]:
+        """What a person reads at the end of a run."""
+        lines = [
+            f"run {self.run_id}: {self.status}" + (" (dry run: nothing sent)" if self.dry_run else ""),
+            f"  received   {self.received:>9,}  rows from {len(self.segments)} segment(s)",
+            f"  rejected   {self.rejected:>9,}  (see rejects file)",
+            f"  duplicates {self.duplicates:>9,}  (same email earlier in the export; first one kept)",
+            f"  submitted  {self.submitted:>9,}  contacts in {self.chunks} import request(s)",
+        ]
+        if not self.dry_run:
+            lines.append(f"  refused    {self.refused_by_constant_contact:>9,}  by Constant Contact")
+            lines.append(f"  unsubscribed, not re-added {self.not_added_unsubscribed:,}")
+            delivered = "unknown yet" if self.delivered is None else f"{self.delivered:,}"
+            lines.append(f"  delivered  {delivered:>9}  to list {self.list_id}")
+        for warning, count in sorted(self.field_warnings.items()):
+            lines.append(f"  note: {count:,} x {warning}")
+        for act in self.activities:
+            lines.append(
+                f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"
+                + (f" id {act.activity_id}" if act.activity_id else "")
+            )
+        if self.error:
+            lines.append(f"  error: {self.error['message']}")
+        lines.append(f"  report:  {self.report_file}")
+        lines.append(f"  rejects: {self.rejects_file}")
+        return lines
