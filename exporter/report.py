@@ -7,13 +7,13 @@ error texts: a report may end up in logs and alerts, so it carries no personal d
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
-RunStatus = Literal["running", "completed", "pending", "failed"]
+RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -55,6 +55,7 @@ class RunReport:
     run_id: str
     list_id: str
     export: str | None = None
+    trigger: str | None = None  # cli, http, timer or blob
     status: RunStatus = "running"
     dry_run: bool = False
     started_at: str = field(default_factory=utc_now)
@@ -86,6 +87,15 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        """The inverse of to_dict (a checkpoint carries the report of a run in progress)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["segments"] = [SegmentReport(**s) for s in data.get("segments") or []]
+        values["activities"] = [ActivityReport(**a) for a in data.get("activities") or []]
+        return cls(**values)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)

@@ -1,0 +1,186 @@
+"""Configured exports: which segments go to which Constant Contact list, how columns map, and when.
+
+Stored as JSON in the state container (``config/exports/<name>.json``) so every trigger and every
+instance sees the same configuration. Validation errors name the field, so an API can return them as is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from croniter import croniter
+
+from .errors import ConfigError
+from .mapping import DataMapping
+from .pipeline import ExportRequest
+from .storage import ResultStore
+
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+CONFIG_PREFIX = "config/exports/"
+
+
+class FieldErrors(ConfigError):
+    """Configuration rejected; ``errors`` maps each bad field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def check_schedule(schedule: str) -> str:
+    """An NCRONTAB expression as Azure Functions writes it: six fields, seconds first, UTC."""
+    fields = schedule.split()
+    if len(fields) != 6 or not croniter.is_valid(schedule, second_at_beginning=True):
+        raise ConfigError(
+            f"schedule {schedule!r} is not a 6-field NCRONTAB expression "
+            "({second} {minute} {hour} {day} {month} {day-of-week}, UTC), e.g. '0 0 6 * * *'"
+        )
+    return schedule
+
+
+def previous_fire(schedule: str, now: datetime) -> datetime:
+    """The latest time at or before ``now`` at which ``schedule`` fires."""
+    return croniter(schedule, now, second_at_beginning=True).get_prev(datetime)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    name: str
+    list_id: str
+    mapping: DataMapping
+    segments: tuple[str, ...]  # paths in the segments container: a CSV file, a CDM folder, or a folder/
+    schedule: str | None = None
+    enabled: bool = True
+    connection: str = "default"
+
+    def __post_init__(self) -> None:
+        errors: dict[str, str] = {}
+        if not _NAME.match(self.name or ""):
+            errors["name"] = "use 1-63 lower-case letters, digits and dashes"
+        if not self.segments or any(
+            not s or s.startswith("/") or ".." in s.split("/") for s in self.segments
+        ):
+            errors["segments"] = "give one or more relative paths in the segments container"
+        if self.schedule is not None:
+            try:
+                check_schedule(self.schedule)
+            except ConfigError as exc:
+                errors["schedule"] = str(exc)
+        try:
+            self.request()
+        except ConfigError as exc:
+            errors.setdefault("list_id", str(exc))
+        if errors:
+            raise FieldErrors(errors)
+
+    def request(self, *, dry_run: bool = False, segments: tuple[str, ...] | None = None) -> ExportRequest:
+        return ExportRequest(
+            segments=segments or self.segments,
+            list_id=self.list_id,
+            mapping=self.mapping,
+            dry_run=dry_run,
+            export_name=self.name,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "list_id": self.list_id,
+            "mapping": self.mapping.to_dict(),
+            "segments": list(self.segments),
+            "schedule": self.schedule,
+            "enabled": self.enabled,
+            "connection": self.connection,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExportConfig:
+        """Parse and validate; every problem is reported against its field."""
+        if not isinstance(data, dict):
+            raise FieldErrors({"body": "expected a JSON object"})
+        errors: dict[str, str] = {}
+        mapping_data = data.get("mapping")
+        mapping: DataMapping | None = None
+        if not isinstance(mapping_data, dict):
+            errors["mapping"] = "required: {email, first_name?, last_name?, fields?: {cc_field: column}}"
+        else:
+            fields = mapping_data.get("fields") or {}
+            try:
+                if not isinstance(fields, dict):
+                    raise ConfigError("fields must be an object of cc_field: column")
+                mapping = DataMapping.from_args(
+                    email=str(mapping_data.get("email") or ""),
+                    first_name=mapping_data.get("first_name"),
+                    last_name=mapping_data.get("last_name"),
+                    fields=[f"{k}={v}" for k, v in fields.items()],
+                )
+            except ConfigError as exc:
+                errors["mapping"] = str(exc)
+        segments = data.get("segments")
+        if isinstance(segments, str):
+            segments = [segments]
+        if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
+            errors["segments"] = "a list of paths in the segments container"
+        if errors or mapping is None:
+            raise FieldErrors(errors)
+        return cls(
+            name=str(data.get("name") or ""),
+            list_id=str(data.get("list_id") or ""),
+            mapping=mapping,
+            segments=tuple(segments or ()),
+            schedule=data.get("schedule") or None,
+            enabled=bool(data.get("enabled", True)),
+            connection=str(data.get("connection") or "default"),
+        )
+
+    def matches(self, blob: str, *, is_cdm_folder: Any) -> tuple[str, ...] | None:
+        """The segments to export when ``blob`` lands, or None when this export does not watch it.
+
+        An exact file path runs the export as configured. Under a Customer Insights CDM folder only
+        model.json starts a run (it is written after the partitions); partitions alone wait for it. Under a
+        plain folder (a path ending in "/"), the new file itself is the segment.
+        """
+        for path in self.segments:
+            folder = path.rstrip("/")
+            if blob == path:
+                return self.segments
+            if not blob.startswith(folder + "/"):
+                continue
+            if is_cdm_folder(folder):
+                return self.segments if blob.endswith("/model.json") else None
+            if path.endswith("/"):
+                return (blob,)
+        return None
+
+
+class ExportStore:
+    """Export configurations in the state store."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self._store = store
+
+    def get(self, name: str) -> ExportConfig | None:
+        raw = self._store.get_bytes(f"{CONFIG_PREFIX}{name}.json") if _NAME.match(name) else None
+        return ExportConfig.from_dict(orjson.loads(raw)) if raw else None
+
+    def list(self) -> list[ExportConfig]:
+        configs = []
+        for path in self._store.list(CONFIG_PREFIX):
+            raw = self._store.get_bytes(path)
+            if raw:
+                configs.append(ExportConfig.from_dict(orjson.loads(raw)))
+        return configs
+
+    def put(self, config: ExportConfig) -> None:
+        self._store.put_bytes(
+            f"{CONFIG_PREFIX}{config.name}.json",
+            orjson.dumps(config.to_dict(), option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+
+    def delete(self, name: str) -> None:
+        self._store.delete(f"{CONFIG_PREFIX}{name}.json")

@@ -1,0 +1,374 @@
+"""The export service behind the Azure Functions triggers: one object, one call per trigger.
+
+Storage layout (three containers, so results can never re-trigger the blob trigger on segments):
+- segments: what the customer data platform drops (read only);
+- results:  ``exports/<export>/runs/<run_id>/report.json``, ``rejects.csv``, ``duplicates.csv``;
+- state:    export configurations, run checkpoints and prepared import bodies, the active-run index,
+            schedule marks, processed-blob marks and the token-refresh lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+
+from .blobfiles import BlobFiles
+from .config import Settings
+from .constant_contact import ConstantContactClient
+from .errors import ConfigError
+from .exports import ExportConfig, ExportStore, previous_fire
+from .leases import BlobLeaseLock
+from .pipeline import Checkpoint, Exporter, ExportRequest, run_folder
+from .report import RunReport, new_run_id, utc_now
+from .secrets import SecretNames, SecretStore, secret_store_from_settings
+from .storage import BlobResultStore, blob_service_client
+from .tokens import TokenProvider
+
+log = logging.getLogger(__name__)
+
+ACTIVE_PREFIX = "active/"
+SCHEDULE_PREFIX = "schedules/"
+PROCESSED_PREFIX = "processed/"
+
+
+class NotFoundError(ConfigError):
+    """An export or run that does not exist (HTTP 404)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppSettings:
+    """App settings of the Functions app (local.settings.json locally, app settings in Azure)."""
+
+    settings: Settings = field(default_factory=Settings)
+    storage_connection_string: str | None = None  # EXPORTER_STORAGE: Azurite and local runs
+    storage_account: str | None = None  # EXPORTER_STORAGE__accountName: managed identity in Azure
+    storage_blob_uri: str | None = None  # EXPORTER_STORAGE__blobServiceUri: idem, sovereign clouds
+    segments_container: str = "segments"
+    results_container: str = "results"
+    state_container: str = "state"
+    stale_after_seconds: float = 900.0  # a running run whose checkpoint is older is resumed by the timer
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
+        env = os.environ if env is None else env
+        return cls(
+            settings=Settings.from_env(env),
+            storage_connection_string=env.get("EXPORTER_STORAGE") or None,
+            storage_account=env.get("EXPORTER_STORAGE__accountName") or None,
+            storage_blob_uri=env.get("EXPORTER_STORAGE__blobServiceUri") or None,
+            segments_container=env.get("SEGMENTS_CONTAINER") or "segments",
+            results_container=env.get("RESULTS_CONTAINER") or "results",
+            state_container=env.get("STATE_CONTAINER") or "state",
+            stale_after_seconds=float(env.get("EXPORTER_STALE_AFTER_SECONDS") or 900),
+        )
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    export: str
+    run_id: str
+    status: str
+
+    @property
+    def folder(self) -> str:
+        return f"exports/{self.export}/runs/{self.run_id}"
+
+
+class ExportService:
+    """What every trigger calls. Thread-safe enough for one Functions worker process."""
+
+    def __init__(
+        self,
+        app: AppSettings,
+        *,
+        blob_service: BlobServiceClient | None = None,
+        secrets: SecretStore | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.blob_service = blob_service or blob_service_client(
+            connection_string=app.storage_connection_string,
+            account_name=app.storage_account,
+            account_url=app.storage_blob_uri,
+        )
+        self.segments = BlobFiles(self.blob_service.get_container_client(app.segments_container))
+        self.results = BlobResultStore(self.blob_service.get_container_client(app.results_container))
+        self._state_container = self.blob_service.get_container_client(app.state_container)
+        self.state = BlobResultStore(self._state_container)
+        self.exports = ExportStore(self.state)
+        self.secrets = secrets or secret_store_from_settings(self.settings)
+        self._clock = clock
+        self._clients: dict[str, ConstantContactClient] = {}
+        self._lock = threading.Lock()
+
+    # -- building blocks -----------------------------------------------------------------------
+
+    def client(self, connection: str) -> ConstantContactClient:
+        """One client per connection per process: the access token stays cached in memory."""
+        with self._lock:
+            if connection not in self._clients:
+                names = SecretNames() if connection == "default" else SecretNames.for_connection(connection)
+                lock = BlobLeaseLock(self._state_container, f"locks/token-{connection}")
+                tokens = TokenProvider(
+                    self.secrets,
+                    token_url=self.settings.api.oauth_base_url.rstrip("/") + "/token",
+                    names=names,
+                    lock=lock,
+                )
+                self._clients[connection] = ConstantContactClient(self.settings.api, tokens)
+            return self._clients[connection]
+
+    def exporter(self, connection: str, *, dry_run: bool = False) -> Exporter:
+        return Exporter(
+            self.settings,
+            files=self.segments,
+            results=self.results,
+            state=self.state,
+            client=None if dry_run else self.client(connection),
+        )
+
+    def export(self, name: str) -> ExportConfig:
+        config = self.exports.get(name)
+        if config is None:
+            raise NotFoundError(f"export {name!r} not found")
+        return config
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        name: str,
+        *,
+        dry_run: bool = False,
+        segments: tuple[str, ...] | None = None,
+        trigger: str = "http",
+        background: bool = False,
+    ) -> RunHandle:
+        """Record a queued run, then execute it now (or on a background thread, for HTTP's 202).
+
+        If the worker dies before the run starts, the timer finds it in the active index and runs it."""
+        config = self.export(name)
+        if not config.enabled:
+            raise ConfigError(f"export {name!r} is disabled")
+        request = config.request(dry_run=dry_run, segments=segments)
+        exporter = self.exporter(config.connection, dry_run=dry_run)
+        report = exporter.new_report(request, run_id=new_run_id(self._clock()), trigger=trigger)
+        report.status = "queued"
+        checkpoint = Checkpoint(request=request, report=report)
+        exporter.save_checkpoint(checkpoint)
+        self._write_report(report)
+        self._mark_active(report)
+        handle = RunHandle(name, report.run_id, "queued")
+        if background:
+            threading.Thread(target=self._execute, args=(config, checkpoint), daemon=True).start()
+        else:
+            self._execute(config, checkpoint)
+        return handle
+
+    def _execute(self, config: ExportConfig, checkpoint: Checkpoint) -> RunReport:
+        exporter = self.exporter(config.connection, dry_run=checkpoint.request.dry_run)
+        try:
+            if checkpoint.report.status == "queued":
+                report = exporter.run(
+                    checkpoint.request, run_id=checkpoint.report.run_id, trigger=checkpoint.report.trigger
+                )
+            else:
+                report = exporter.resume(run_folder(checkpoint.report)) or checkpoint.report
+        except Exception:
+            log.exception("run %s stopped unexpectedly; the timer will resume it", checkpoint.report.run_id)
+            raise
+        if report.status in ("completed", "failed"):
+            self.state.delete(_active_path(report))
+        log.info("run %s of export %s: %s", report.run_id, config.name, report.status)
+        return report
+
+    def run_status(self, name: str, run_id: str) -> dict[str, Any]:
+        raw = self.results.get_bytes(f"exports/{name}/runs/{run_id}/report.json")
+        if raw is None:
+            raise NotFoundError(f"run {run_id!r} of export {name!r} not found")
+        data: dict[str, Any] = orjson.loads(raw)
+        return data
+
+    def list_runs(self, name: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        self.export(name)
+        folders = sorted(
+            {
+                p.split("/")[3]
+                for p in self.results.list(f"exports/{name}/runs/")
+                if p.endswith("/report.json")
+            },
+            reverse=True,
+        )
+        runs = []
+        for run_id in folders[:limit]:
+            data = self.run_status(name, run_id)
+            runs.append(
+                {
+                    k: data.get(k)
+                    for k in (
+                        "run_id",
+                        "status",
+                        "trigger",
+                        "started_at",
+                        "finished_at",
+                        "received",
+                        "submitted",
+                        "rejected",
+                        "delivered",
+                    )
+                }
+            )
+        return runs
+
+    # -- triggers ------------------------------------------------------------------------------
+
+    def on_timer(self, *, past_due: bool = False) -> dict[str, list[str]]:
+        """Finish pending work first (runs waiting on activities, a rate limit or a dead worker), then
+        start every export whose schedule fired since it last ran. A past-due invocation and the regular
+        one that follows compute the same fire time, and only one of them can record it."""
+        now = self._clock()
+        resumed = self._resume_pending(now)
+        started = []
+        for config in self.exports.list():
+            if not config.enabled or not config.schedule:
+                continue
+            fire = previous_fire(config.schedule, now)
+            if self._claim_fire(config.name, fire):
+                started.append(self.start_run(config.name, trigger="timer").run_id)
+        if past_due:
+            log.warning("timer was past due; ran pending work once")
+        return {"resumed": resumed, "started": started}
+
+    def _resume_pending(self, now: datetime) -> list[str]:
+        resumed = []
+        for path in self.state.list(ACTIVE_PREFIX):
+            marker = orjson.loads(self.state.get_bytes(path) or b"{}")
+            folder = str(marker.get("folder", ""))
+            checkpoint = self.exporter("default").load_checkpoint(folder) if folder else None
+            if checkpoint is None:
+                self.state.delete(path)
+                continue
+            report = checkpoint.report
+            config = self.exports.get(report.export or "")
+            if config is None or report.status in ("completed", "failed"):
+                self.state.delete(path)
+                continue
+            if checkpoint.resume_after and checkpoint.resume_after > _iso(now):
+                continue
+            updated = checkpoint.updated_at or str(marker.get("updated_at") or "")
+            if report.status in ("queued", "running") and updated > _iso(
+                now - timedelta(seconds=self.app.stale_after_seconds)
+            ):
+                continue  # another invocation is working on it
+            self._touch_active(report)
+            self._execute(config, checkpoint)
+            resumed.append(report.run_id)
+        return resumed
+
+    def _claim_fire(self, name: str, fire: datetime) -> bool:
+        """Record that the schedule's fire at ``fire`` was handled; True for the one caller that did."""
+        path = f"{SCHEDULE_PREFIX}{name}.json"
+        current = self.state.get_with_etag(path)
+        stamp = _iso(fire)
+        if current is None:
+            # A new schedule starts from its next fire, not with an immediate catch-up run.
+            self.state.put_bytes_if(path, orjson.dumps({"last_fire": stamp}), etag=None)
+            return False
+        data, etag = current
+        if orjson.loads(data).get("last_fire", "") >= stamp:
+            return False
+        return self.state.put_bytes_if(path, orjson.dumps({"last_fire": stamp}), etag=etag) is not None
+
+    def on_segment_blob(self, name: str, *, length: int | None) -> list[RunReport | RunHandle]:
+        """A new segment file: run the exports that watch it, once per blob version."""
+        path = name.split("/", 1)[1] if name.startswith(self.app.segments_container + "/") else name
+        if not length:
+            log.info("ignoring zero-length blob %s", path)
+            return []
+        blob = self.blob_service.get_blob_client(self.app.segments_container, path)
+        props = blob.get_blob_properties()
+        version = str(props.version_id or props.etag)
+        if not self._claim_blob(path, version):
+            log.info("blob %s version already processed", path)
+            return []
+        started: list[RunReport | RunHandle] = []
+        for config in self.exports.list():
+            if not config.enabled:
+                continue
+            segments = config.matches(path, is_cdm_folder=self._is_cdm_folder)
+            if segments is not None:
+                started.append(self.start_run(config.name, segments=segments, trigger="blob"))
+        if not started:
+            log.info("no export watches %s", path)
+        return started
+
+    def _is_cdm_folder(self, folder: str) -> bool:
+        return self.segments.exists(f"{folder}/model.json")
+
+    def _claim_blob(self, path: str, version: str) -> bool:
+        key = hashlib.sha256(f"{path}\n{version}".encode()).hexdigest()
+        marker = orjson.dumps({"blob": path, "version": version, "at": utc_now()})
+        return self.state.put_bytes_if(f"{PROCESSED_PREFIX}{key}.json", marker, etag=None) is not None
+
+    def health(self) -> dict[str, Any]:
+        checks: dict[str, str] = {}
+        for label, container in (
+            ("segments", self.app.segments_container),
+            ("results", self.app.results_container),
+            ("state", self.app.state_container),
+        ):
+            try:
+                self.blob_service.get_container_client(container).get_container_properties()
+                checks[label] = "ok"
+            except Exception as exc:  # a health check reports, it does not raise
+                checks[label] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return {"status": "ok" if ok else "degraded", "checks": checks, "time": utc_now()}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _write_report(self, report: RunReport) -> None:
+        path = f"{run_folder(report)}/report.json"
+        report.report_file = self.results.location(path)
+        self.results.put_bytes(path, report.to_json(), content_type="application/json")
+
+    def _mark_active(self, report: RunReport) -> None:
+        self._touch_active(report)
+
+    def _touch_active(self, report: RunReport) -> None:
+        body = orjson.dumps({"folder": run_folder(report), "updated_at": utc_now()})
+        self.state.put_bytes(_active_path(report), body, content_type="application/json")
+
+
+def _active_path(report: RunReport) -> str:
+    return f"{ACTIVE_PREFIX}{report.export}--{report.run_id}.json"
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def ensure_containers(service: ExportService) -> None:
+    """Create the three containers if missing (first start, Azurite)."""
+    for container in (
+        service.app.segments_container,
+        service.app.results_container,
+        service.app.state_container,
+    ):
+        with contextlib.suppress(ResourceExistsError):
+            service.blob_service.create_container(container)
+
+
+__all__ = ["AppSettings", "ExportRequest", "ExportService", "NotFoundError", "RunHandle", "ensure_containers"]

@@ -1,0 +1,463 @@
+"""The Functions app as the host runs it: bindings indexed by FunctionApp.get_functions(), and each
+function called with real azure-functions objects against Azurite, the Constant Contact sandbox and, for
+Key Vault, the real SecretClient talking to a local HTTPS Key Vault."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import azure.functions as func
+import orjson
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from exporter import functions
+from exporter.config import ApiSettings, Settings
+from exporter.leases import BlobLeaseLock
+from exporter.secrets import FileSecretStore, KeyVaultSecretStore, SecretNames
+from exporter.service import AppSettings, ExportService, ensure_containers
+from exporter.tokens import TokenProvider
+from sandbox import Sandbox, SandboxConfig
+from tests.conftest import CONTACT_CSV, requires_sample
+from tests.keyvault_server import LocalKeyVault
+
+NAMES = SecretNames()
+EXPORT = {
+    "mapping": {
+        "email": "EMail",
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "fields": {"job_title": "Occupation"},
+    },
+    "segments": ["contoso/Contact.csv"],
+}
+
+
+@pytest.fixture(scope="session")
+def indexed():
+    """The functions exactly as the Functions host indexes them (get_functions may run once per app)."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def call(indexed, name, *args):
+    return indexed[name].get_user_function()(*args)
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, azurite, sandbox, secret_store):
+    """App settings as local.settings.json would give them, on fresh containers."""
+    suffix = uuid.uuid4().hex[:10]
+    secrets_file = tmp_path / "secrets.json"
+    store = FileSecretStore(secrets_file)
+    for name in (NAMES.client_id, NAMES.client_secret, NAMES.refresh_token):
+        store.set(name, secret_store.get(name))
+    env = {
+        "EXPORTER_STORAGE": azurite.connection_string,
+        "SEGMENTS_CONTAINER": f"segments-{suffix}",
+        "RESULTS_CONTAINER": f"results-{suffix}",
+        "STATE_CONTAINER": f"state-{suffix}",
+        "EXPORTER_SECRET_STORE": "file",
+        "EXPORTER_SECRETS_FILE": str(secrets_file),
+        "CC_API_BASE_URL": sandbox.api_base_url,
+        "CC_OAUTH_BASE_URL": sandbox.oauth_base_url,
+        "CC_POLL_INTERVAL_SECONDS": "0.02",
+        "CC_POLL_INTERVAL_MAX_SECONDS": "0.1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    functions.reset()
+    yield env
+    functions.reset()
+
+
+@pytest.fixture
+def blobs(azurite, app_env):
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as client:
+        yield client
+
+
+def upload(blobs, env, path, data: bytes) -> func.blob.InputStream:
+    container = env["SEGMENTS_CONTAINER"]
+    blobs.get_container_client(container).upload_blob(path, data, overwrite=True)
+    return func.blob.InputStream(
+        data=b"", name=f"{container}/{path}", length=len(data), uri=f"http://127.0.0.1/{container}/{path}"
+    )
+
+
+def http(method, url, *, body=b"", route_params=None, params=None):
+    return func.HttpRequest(
+        method,
+        f"http://localhost:7071/api/{url}",
+        body=body,
+        route_params=route_params or {},
+        params=params or {},
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def put_export(indexed, name, config, list_id):
+    body = json.dumps({**config, "list_id": list_id}).encode()
+    return call(indexed, "put_export", http("PUT", f"exports/{name}", body=body, route_params={"name": name}))
+
+
+def report_of(blobs, env, export):
+    container = blobs.get_container_client(env["RESULTS_CONTAINER"])
+    names = [b.name for b in container.list_blobs(name_starts_with=f"exports/{export}/runs/")]
+    reports = sorted(n for n in names if n.endswith("report.json"))
+    return [orjson.loads(container.download_blob(n).readall()) for n in reports], names
+
+
+# -- bindings ------------------------------------------------------------------------------------
+
+
+def test_bindings_as_the_host_indexes_them(indexed):
+    timer = json.loads(indexed["scheduled_exports"].get_function_json())["bindings"][0]
+    assert timer == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "%EXPORT_TIMER_SCHEDULE%",
+        "runOnStartup": False,
+        "useMonitor": True,
+    }
+    blob = json.loads(indexed["segment_arrived"].get_function_json())["bindings"][0]
+    assert blob == {
+        "direction": "IN",
+        "type": "blobTrigger",
+        "name": "blob",
+        "path": "%SEGMENTS_CONTAINER%/{name}",
+        "connection": "EXPORTER_STORAGE",
+        "source": "EventGrid",
+    }
+    routes = {}
+    for name, fn in indexed.items():
+        trigger = json.loads(fn.get_function_json())["bindings"][0]
+        if trigger["type"] == "httpTrigger":
+            assert trigger["authLevel"] == "FUNCTION"
+            routes[name] = (trigger["route"], tuple(trigger["methods"]))
+    assert routes == {
+        "start_run": ("exports/{name}/runs", ("POST",)),
+        "list_runs": ("exports/{name}/runs", ("GET",)),
+        "get_run": ("exports/{name}/runs/{run_id}", ("GET",)),
+        "list_exports": ("exports", ("GET",)),
+        "get_export": ("exports/{name}", ("GET",)),
+        "put_export": ("exports/{name}", ("PUT",)),
+        "delete_export": ("exports/{name}", ("DELETE",)),
+        "health": ("health", ("GET",)),
+    }
+
+
+def test_host_json_and_example_settings_cover_what_the_app_reads():
+    root = Path(__file__).resolve().parents[1]
+    host = json.loads((root / "host.json").read_text())
+    assert (
+        host["version"] == "2.0"
+        and host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    )
+    assert host["extensions"]["blobs"]["poisonBlobThreshold"] >= 1 and host["functionTimeout"]
+    values = json.loads((root / "local.settings.example.json").read_text())["Values"]
+    for key in (
+        "EXPORTER_STORAGE",
+        "SEGMENTS_CONTAINER",
+        "RESULTS_CONTAINER",
+        "STATE_CONTAINER",
+        "EXPORT_TIMER_SCHEDULE",
+        "SEGMENTS_BLOB_SOURCE",
+        "EXPORTER_SECRET_STORE",
+        "KEY_VAULT_URL",
+        "CC_API_BASE_URL",
+        "CC_OAUTH_BASE_URL",
+        "EXPORTER_MAX_PROFILES",
+        "EXPORTER_EMAIL_MAX_LENGTH",
+    ):
+        assert key in values
+    assert len(values["EXPORT_TIMER_SCHEDULE"].split()) == 6
+
+
+# -- blob trigger --------------------------------------------------------------------------------
+
+
+@requires_sample
+def test_segment_upload_ends_as_a_completed_run_in_the_results_container(indexed, app_env, blobs, sandbox):
+    list_id = sandbox.create_list("Contoso")
+    assert put_export(indexed, "contoso", EXPORT, list_id).status_code == 200
+    stream = upload(blobs, app_env, "contoso/Contact.csv", CONTACT_CSV.read_bytes())
+    call(indexed, "segment_arrived", stream)
+    reports, names = report_of(blobs, app_env, "contoso")
+    assert len(reports) == 1 and reports[0]["status"] == "completed" and reports[0]["trigger"] == "blob"
+    assert reports[0]["received"] == 5000 and reports[0]["delivered"] == len(sandbox.list_members(list_id))
+    assert any(n.endswith("/rejects.csv") for n in names)
+    # nothing was written to the segments container, so the trigger cannot fire on our own output
+    seg = blobs.get_container_client(app_env["SEGMENTS_CONTAINER"])
+    assert [b.name for b in seg.list_blobs()] == ["contoso/Contact.csv"]
+    # the same event again (at-least-once delivery): processed once
+    imports = sandbox.count("POST", "/v3/activities/contacts_json_import")
+    call(indexed, "segment_arrived", stream)
+    assert sandbox.count("POST", "/v3/activities/contacts_json_import") == imports
+    assert len(report_of(blobs, app_env, "contoso")[0]) == 1
+
+
+def test_zero_length_and_unwatched_blobs_start_nothing(indexed, app_env, blobs, sandbox):
+    put_export(indexed, "watch", {**EXPORT, "segments": ["watched.csv"]}, sandbox.create_list("L"))
+    call(indexed, "segment_arrived", upload(blobs, app_env, "watched.csv", b""))
+    call(indexed, "segment_arrived", upload(blobs, app_env, "other.csv", b"email\na@example.com\n"))
+    assert report_of(blobs, app_env, "watch")[0] == []
+    assert sandbox.count("*", "/v3") == 0
+
+
+def test_an_unparseable_file_is_reported_not_retried(indexed, app_env, blobs, sandbox):
+    put_export(indexed, "bad", {**EXPORT, "segments": ["drop/"]}, sandbox.create_list("L"))
+    stream = upload(
+        blobs, app_env, "drop/broken.csv", b"EMail,FirstName\nok@example.com,A\nbad\xff@x.com,B\n"
+    )
+    call(indexed, "segment_arrived", stream)  # returns normally: no retry, no poison queue
+    reports, _ = report_of(blobs, app_env, "bad")
+    assert reports[0]["status"] == "failed" and reports[0]["error"]["type"] == "SegmentError"
+    assert reports[0]["segments"][0]["path"] == "drop/broken.csv"
+    assert sandbox.count("POST", "/v3/activities/contacts_json_import") == 0
+
+
+@requires_sample
+def test_cdm_partitions_wait_for_model_json(indexed, app_env, blobs, sandbox):
+    from tests.test_readers import build_cdm  # the readers' own CDM builder, written to a folder
+
+    list_id = sandbox.create_list("CDM")
+    put_export(indexed, "cdm", {**EXPORT, "segments": ["ci/Segments"]}, list_id)
+    folder = Path(app_env["EXPORTER_SECRETS_FILE"]).parent / "cdm"
+    build_cdm(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    partitions = [p for p in files if p.suffix == ".csv"]
+    for path in partitions:
+        stream = upload(
+            blobs, app_env, f"ci/Segments/{path.relative_to(folder).as_posix()}", path.read_bytes()
+        )
+        call(indexed, "segment_arrived", stream)
+    assert report_of(blobs, app_env, "cdm")[0] == []  # partitions alone start nothing
+    model = folder / "model.json"
+    call(indexed, "segment_arrived", upload(blobs, app_env, "ci/Segments/model.json", model.read_bytes()))
+    reports, _ = report_of(blobs, app_env, "cdm")
+    assert len(reports) == 1 and reports[0]["status"] == "completed", reports[0].get("error")
+    assert reports[0]["received"] == 5000 and reports[0]["segments"][0]["tables"] == len(partitions)
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+
+@requires_sample
+def test_http_start_returns_202_and_the_status_url_shows_the_report(indexed, app_env, blobs, sandbox):
+    blobs.get_container_client(app_env["SEGMENTS_CONTAINER"]).create_container()
+    upload(blobs, app_env, "contoso/Contact.csv", CONTACT_CSV.read_bytes())
+    put_export(indexed, "contoso", EXPORT, sandbox.create_list("HTTP"))
+    response = call(
+        indexed, "start_run", http("POST", "exports/contoso/runs", route_params={"name": "contoso"})
+    )
+    assert response.status_code == 202
+    started = json.loads(response.get_body())
+    assert started["status"] == "queued" and response.headers["Location"] == started["status_url"]
+    assert started["status_url"] == f"http://localhost:7071/api/exports/contoso/runs/{started['run_id']}"
+    deadline = time.monotonic() + 60
+    while True:
+        got = call(
+            indexed,
+            "get_run",
+            http(
+                "GET",
+                f"exports/contoso/runs/{started['run_id']}",
+                route_params={"name": "contoso", "run_id": started["run_id"]},
+            ),
+        )
+        report = json.loads(got.get_body())
+        if report["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got.status_code == 200 and report["status"] == "completed" and report["trigger"] == "http"
+    listed = call(indexed, "list_runs", http("GET", "exports/contoso/runs", route_params={"name": "contoso"}))
+    runs = json.loads(listed.get_body())["runs"]
+    assert [r["run_id"] for r in runs] == [started["run_id"]] and runs[0]["delivered"] == report["delivered"]
+
+
+@pytest.mark.parametrize(
+    "method,fn,url,route,body,status,words",
+    [
+        ("POST", "start_run", "exports/nope/runs", {"name": "nope"}, b"", 404, "not found"),
+        ("GET", "get_run", "exports/x/runs/r", {"name": "x", "run_id": "r"}, b"", 404, "not found"),
+        ("GET", "get_export", "exports/nope", {"name": "nope"}, b"", 404, "not found"),
+        ("PUT", "put_export", "exports/x", {"name": "x"}, b"{not json", 400, "not valid JSON"),
+        (
+            "PUT",
+            "put_export",
+            "exports/Bad_Name",
+            {"name": "Bad_Name"},
+            b'{"list_id": "x", "mapping": {"email": "e"}, "segments": ["a.csv"]}',
+            400,
+            "invalid configuration",
+        ),
+        (
+            "PUT",
+            "put_export",
+            "exports/x",
+            {"name": "x"},
+            b'{"list_id": "x", "segments": []}',
+            400,
+            "mapping",
+        ),
+    ],
+)
+def test_bad_requests_get_4xx_with_a_json_error(
+    indexed, app_env, method, fn, url, route, body, status, words
+):
+    response = call(indexed, fn, http(method, url, body=body, route_params=route))
+    assert response.status_code == status
+    payload = json.loads(response.get_body())
+    assert words in json.dumps(payload)
+
+
+def test_field_errors_name_each_field(indexed, app_env):
+    body = b'{"list_id": "123", "mapping": {"email": "e"}, "segments": ["a.csv"], "schedule": "* * *"}'
+    response = call(indexed, "put_export", http("PUT", "exports/ok", body=body, route_params={"name": "ok"}))
+    fields = json.loads(response.get_body())["fields"]
+    assert set(fields) == {"schedule", "list_id"}
+
+
+def test_health(indexed, app_env):
+    response = call(indexed, "health", http("GET", "health"))
+    assert response.status_code == 200
+    assert json.loads(response.get_body())["checks"] == {"segments": "ok", "results": "ok", "state": "ok"}
+
+
+# -- timer ---------------------------------------------------------------------------------------
+
+
+def test_timer_runs_a_due_export_once_even_when_past_due(indexed, app_env, blobs, sandbox):
+    list_id = sandbox.create_list("Timer")
+    put_export(indexed, "nightly", {**EXPORT, "segments": ["n.csv"], "schedule": "0 0 3 * * *"}, list_id)
+    upload(blobs, app_env, "n.csv", b"EMail,FirstName,LastName,Occupation\na@example.com,A,B,C\n")
+    call(indexed, "scheduled_exports", func.timer.TimerRequest(past_due=False))
+    assert report_of(blobs, app_env, "nightly")[0] == []  # a new schedule waits for its next fire
+    state = blobs.get_container_client(app_env["STATE_CONTAINER"])
+    state.upload_blob("schedules/nightly.json", b'{"last_fire": "2000-01-01T03:00:00Z"}', overwrite=True)
+    call(indexed, "scheduled_exports", func.timer.TimerRequest(past_due=True))
+    call(indexed, "scheduled_exports", func.timer.TimerRequest(past_due=False))  # the regular tick after it
+    reports, _ = report_of(blobs, app_env, "nightly")
+    assert len(reports) == 1 and reports[0]["status"] == "completed" and reports[0]["trigger"] == "timer"
+    assert [m["email_address"] for m in sandbox.list_members(list_id)] == ["a@example.com"]
+
+
+def test_timer_completes_a_pending_run(indexed, app_env, blobs, monkeypatch):
+    with Sandbox(SandboxConfig(activity_step_seconds=1.0)) as slow:
+        monkeypatch.setenv("CC_API_BASE_URL", slow.api_base_url)
+        monkeypatch.setenv("CC_OAUTH_BASE_URL", slow.oauth_base_url)
+        monkeypatch.setenv("CC_ACTIVITY_TIMEOUT_SECONDS", "0.3")
+        store = FileSecretStore(app_env["EXPORTER_SECRETS_FILE"])
+        store.set(NAMES.refresh_token, slow.issue_refresh_token())
+        functions.reset()
+        list_id = slow.create_list("Slow")
+        put_export(indexed, "slow", {**EXPORT, "segments": ["s.csv"]}, list_id)
+        stream = upload(
+            blobs, app_env, "s.csv", b"EMail,FirstName,LastName,Occupation\na@example.com,A,B,C\n"
+        )
+        call(indexed, "segment_arrived", stream)
+        reports, _ = report_of(blobs, app_env, "slow")
+        assert reports[0]["status"] == "pending" and reports[0]["activities"][0]["state"] != "completed"
+        monkeypatch.setenv("CC_ACTIVITY_TIMEOUT_SECONDS", "30")
+        functions.reset()
+        call(indexed, "scheduled_exports", func.timer.TimerRequest(past_due=False))
+        reports, _ = report_of(blobs, app_env, "slow")
+        assert len(reports) == 1 and reports[0]["status"] == "completed" and reports[0]["delivered"] == 1
+        assert slow.count("POST", "/v3/activities/contacts_json_import") == 1  # resumed, not resubmitted
+        state = blobs.get_container_client(app_env["STATE_CONTAINER"])
+        assert [b.name for b in state.list_blobs(name_starts_with="active/")] == []
+
+
+# -- tokens across processes and Key Vault -------------------------------------------------------
+
+
+def _refresh_in_child(secrets_file, connection_string, container, token_url, barrier, out):
+    lock = BlobLeaseLock(
+        BlobServiceClient.from_connection_string(connection_string).get_container_client(container),
+        "locks/token-default",
+        lease_seconds=15,
+    )
+    tokens = TokenProvider(FileSecretStore(secrets_file), token_url=token_url, lock=lock)
+    barrier.wait()
+    out.put(tokens.access_token())
+
+
+def test_two_processes_refreshing_the_same_token_make_one_token_request(
+    tmp_path, azurite, sandbox, secret_store
+):
+    secrets_file = tmp_path / "secrets.json"
+    store = FileSecretStore(secrets_file)
+    for name in (NAMES.client_id, NAMES.client_secret, NAMES.refresh_token):
+        store.set(name, secret_store.get(name))
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    container = f"state-{uuid.uuid4().hex[:10]}"
+    args = (
+        str(secrets_file),
+        azurite.connection_string,
+        container,
+        sandbox.oauth_base_url + "/token",
+        barrier,
+        out,
+    )
+    procs = [ctx.Process(target=_refresh_in_child, args=args) for _ in range(2)]
+    for p in procs:
+        p.start()
+    tokens = [out.get(timeout=60), out.get(timeout=60)]
+    for p in procs:
+        p.join(timeout=30)
+    assert tokens[0] == tokens[1]
+    assert sandbox.count("POST", "/oauth2/default/v1/token") == 1
+    assert json.loads(secrets_file.read_text())[NAMES.refresh_token] != secret_store.get(NAMES.refresh_token)
+
+
+@requires_sample
+def test_export_with_credentials_in_key_vault(azurite, sandbox, secret_store, tmp_path):
+    with LocalKeyVault() as vault:
+        for name in (NAMES.client_id, NAMES.client_secret, NAMES.refresh_token):
+            vault.seed(name, secret_store.get(name))
+        secrets = KeyVaultSecretStore(
+            vault.vault_url,
+            credential=vault.credential,
+            connection_verify=vault.ca_bundle_path,
+            verify_challenge_resource=False,
+        )
+        suffix = uuid.uuid4().hex[:10]
+        api = ApiSettings(
+            api_base_url=sandbox.api_base_url,
+            oauth_base_url=sandbox.oauth_base_url,
+            poll_interval_seconds=0.02,
+            poll_interval_max_seconds=0.1,
+        )
+        app = AppSettings(
+            settings=replace(Settings(secret_store="env"), api=api),
+            storage_connection_string=azurite.connection_string,
+            segments_container=f"s-{suffix}",
+            results_container=f"r-{suffix}",
+            state_container=f"t-{suffix}",
+        )
+        service = ExportService(app, secrets=secrets)
+        ensure_containers(service)
+        service.blob_service.get_container_client(app.segments_container).upload_blob(
+            "c.csv", CONTACT_CSV.read_bytes()
+        )
+        from exporter.exports import ExportConfig
+
+        config = ExportConfig.from_dict(
+            {**EXPORT, "name": "kv", "segments": ["c.csv"], "list_id": sandbox.create_list("KV")}
+        )
+        service.exports.put(config)
+        service.start_run("kv", trigger="http")
+        report = service.run_status("kv", service.list_runs("kv")[0]["run_id"])
+        assert report["status"] == "completed" and report["delivered"] > 4900
+        versions = vault.secrets[NAMES.refresh_token]
+        assert len(versions) == 2 and versions[-1].value != secret_store.get(NAMES.refresh_token)
+        assert any(r.method == "PUT" and NAMES.refresh_token in r.path for r in vault.requests)
