@@ -89,6 +89,7 @@ class Settings:
     rules: ValidationRules = field(default_factory=ValidationRules)
     chunks: ChunkLimits = field(default_factory=ChunkLimits)
     max_profiles: int = MAX_PROFILES_PER_EXPORT
+    activity_resubmits: int = 2  # a failed, cancelled or timed-out import is sent again this many times
     # Secrets: "file" (local JSON file, the default for local runs), "env" or "keyvault".
     secret_store: str = "file"
     secrets_file: str = ".secrets/secrets.json"
@@ -143,6 +144,7 @@ class Settings:
             env,
             {
                 "max_profiles": "EXPORTER_MAX_PROFILES",
+                "activity_resubmits": "EXPORTER_ACTIVITY_RESUBMITS",
                 "secret_store": "EXPORTER_SECRET_STORE",
                 "secrets_file": "EXPORTER_SECRETS_FILE",
                 "key_vault_url": "KEY_VAULT_URL",

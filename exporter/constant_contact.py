@@ -56,6 +56,8 @@ _HINTS = {
 class RateLimiter:
     """At most ``rate`` requests in any one-second window (sliding), shared by all threads of a client."""
 
+    MARGIN = 0.05  # seconds: the server's window starts when a request arrives, ours when it leaves
+
     def __init__(
         self,
         rate: float,
@@ -74,7 +76,7 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             while len(self._stamps) >= self._capacity:
-                wait = self._stamps[0] + self._window + 0.005 - now
+                wait = self._stamps[0] + self._window + self.MARGIN - now
                 if wait <= 0:
                     self._stamps.popleft()
                     continue
@@ -249,13 +251,35 @@ class ConstantContactClient:
             ),
         )
 
+    def iter_list_members(self, list_id: str) -> Iterator[tuple[str, str]]:
+        """(contact_id, email) of every contact on a list, any status, 500 a request (cursor paging)."""
+        params: dict[str, Any] | None = {"lists": list_id, "status": "all", "limit": 500}
+        path = "/contacts"
+        while True:
+            body = self.get_json(path, params=params)
+            for contact in body.get("contacts", []):
+                address = contact.get("email_address")
+                email = address.get("address") if isinstance(address, dict) else address
+                if contact.get("contact_id") and email:
+                    yield str(contact["contact_id"]), str(email).strip().lower()
+            href = str(body.get("_links", {}).get("next", {}).get("href", ""))
+            if not href:
+                return
+            path, params = _relative(href), None
+
+    def begin_remove_list_memberships(self, contact_ids: Sequence[str], list_id: str) -> ActivityPoller:
+        """Remove up to 500 contacts from one list (membership only: never unsubscribes or deletes)."""
+        if not 1 <= len(contact_ids) <= 500:
+            raise ValueError("remove_list_memberships takes 1 to 500 contact ids")
+        payload = {"source": {"contact_ids": list(contact_ids)}, "list_ids": [list_id]}
+        return ActivityPoller(self, self.post_json("/activities/remove_list_memberships", payload))
+
     def download_export(self, activity: Mapping[str, Any]) -> bytes:
         """The CSV of a completed contact_exports activity."""
         href = str(activity.get("_links", {}).get("results", {}).get("href", ""))
         if not href:
             raise ApiError("the contact export finished without a results link")
-        path = href.split("/v3", 1)[1] if "/v3" in href else href
-        return self.request("GET", path).content
+        return self.request("GET", _relative(href)).content
 
 
 class ActivityPoller:
@@ -336,6 +360,11 @@ def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
             messages.append(f"{key}: {msg}" if key and msg else str(msg or key or ""))
     text = "; ".join(m for m in messages if m) or response.reason_phrase or f"HTTP {response.status_code}"
     return (keys[0] if keys else None), text
+
+
+def _relative(href: str) -> str:
+    """An API link (absolute, or starting /v3) as a path below the configured base URL."""
+    return href.split("/v3", 1)[1] if "/v3" in href else href
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -18,10 +18,12 @@ import logging
 import re
 import shutil
 import tempfile
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -35,14 +37,16 @@ from .errors import (
     ExporterError,
     LimitExceededError,
     QuotaExceededError,
+    SegmentError,
     TransientApiError,
 )
 from .files import SegmentFiles
 from .mapping import ColumnPlan, DataMapping, resolve
-from .privacy import find_emails, mask_text
-from .readers import open_segment
+from .privacy import find_emails, mask_email, mask_text
+from .readers import find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
 from .report import ActivityReport, RunReport, SegmentReport, new_run_id, utc_now
+from .snapshot import FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, fields_hash
 from .storage import ResultStore
 from .validation import check_row
 
@@ -53,6 +57,7 @@ PROGRESS_EVERY_ROWS = 100_000
 CHECKPOINT_VERSION = 1
 
 Progress = Callable[[str], None]
+SyncMode = Literal["add_only", "mirror"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,10 +69,22 @@ class ExportRequest:
     mapping: DataMapping
     dry_run: bool = False
     export_name: str | None = None
+    # Sync: send only new and changed contacts (unless full_sync); in mirror mode also remove from the
+    # list the contacts this export added that have left the segment, unless the segment shrank by more
+    # than shrink_guard (a share) and allow_shrink was not given.
+    mode: SyncMode = "add_only"
+    full_sync: bool = False
+    allow_shrink: bool = False
+    shrink_guard: float = 0.5
+    consent_field: str | None = None  # a column whose "no" keeps a profile out of the export
 
     def __post_init__(self) -> None:
         if not self.segments:
             raise ConfigError("at least one segment is required")
+        if self.mode not in ("add_only", "mirror"):
+            raise ConfigError(f"mode must be add_only or mirror, got {self.mode!r}")
+        if not 0.0 <= self.shrink_guard <= 1.0:
+            raise ConfigError(f"shrink_guard is a share between 0 and 1, got {self.shrink_guard}")
         if not _UUID.match(self.list_id or ""):
             raise ConfigError(
                 f"list ID {self.list_id!r} is not a Constant Contact list ID (a UUID such as "
@@ -81,6 +98,11 @@ class ExportRequest:
             "mapping": self.mapping.to_dict(),
             "dry_run": self.dry_run,
             "export_name": self.export_name,
+            "mode": self.mode,
+            "full_sync": self.full_sync,
+            "allow_shrink": self.allow_shrink,
+            "shrink_guard": self.shrink_guard,
+            "consent_field": self.consent_field,
         }
 
     @classmethod
@@ -97,7 +119,18 @@ class ExportRequest:
             ),
             dry_run=bool(data.get("dry_run")),
             export_name=data.get("export_name"),
+            mode=data.get("mode") or "add_only",
+            full_sync=bool(data.get("full_sync")),
+            allow_shrink=bool(data.get("allow_shrink")),
+            shrink_guard=float(data.get("shrink_guard", 0.5)),
+            consent_field=data.get("consent_field"),
         )
+
+    @property
+    def snapshot_path(self) -> str:
+        """What this export last delivered; ad hoc runs (the CLI) keep one per list."""
+        owner = f"exports/{self.export_name}" if self.export_name else f"lists/{self.list_id}"
+        return f"{owner}/snapshot.bin"
 
 
 @dataclass
@@ -108,6 +141,9 @@ class Checkpoint:
     request: ExportRequest
     report: RunReport
     chunks: list[dict[str, Any]] = field(default_factory=list)  # {index, body, rows, contacts, bytes}
+    # mirror mode: {"leavers": path, "resolved": bool, "contact_ids": [...], "activity_ids": [...], "done": bool}
+    removals: dict[str, Any] = field(default_factory=dict)
+    refused_keys: list[int] = field(default_factory=list)  # email keys Constant Contact refused
     resume_after: str | None = None  # ISO time before which a paused run should not be resumed
     updated_at: str | None = None  # when the checkpoint was last written (read back, never set by hand)
 
@@ -118,6 +154,8 @@ class Checkpoint:
                 "request": self.request.to_dict(),
                 "report": self.report.to_dict(),
                 "chunks": self.chunks,
+                "removals": self.removals,
+                "refused_keys": self.refused_keys,
                 "resume_after": self.resume_after,
                 "updated_at": utc_now(),
             },
@@ -131,6 +169,8 @@ class Checkpoint:
             request=ExportRequest.from_dict(data["request"]),
             report=RunReport.from_dict(data["report"]),
             chunks=list(data.get("chunks") or []),
+            removals=dict(data.get("removals") or {}),
+            refused_keys=[int(k) for k in data.get("refused_keys") or []],
             resume_after=data.get("resume_after"),
             updated_at=data.get("updated_at"),
         )
@@ -142,6 +182,8 @@ class Prepared:
     chunks: list[tuple[int, Path, Path, int, int]] = field(default_factory=list)  # index, body, rows, n, size
     rejects: CsvSpool | None = None
     duplicates: CsvSpool | None = None
+    snapshot: Snapshot | None = None  # what this run leaves delivered (NEW flags resolved at the end)
+    leavers: array[int] = field(default_factory=lambda: array("Q"))  # keys this export may remove
 
 
 class Exporter:
@@ -231,12 +273,19 @@ class Exporter:
             if report.status == "failed":
                 self._write_report(report)
                 return None
-            if request.dry_run or not prepared.chunks:
+            if request.dry_run or (not prepared.chunks and not self._removals_due(report)):
                 report.status = "completed"
                 report.delivered = None if request.dry_run else 0
+                if not request.dry_run and prepared.snapshot is not None:
+                    self._promote_snapshot(request, prepared.snapshot, refused=())
                 self._write_report(report)
                 return None
             checkpoint = Checkpoint(request=request, report=report)
+            if prepared.snapshot is not None:
+                self.state.put_bytes(f"{folder}/snapshot.next.bin", prepared.snapshot.to_bytes())
+            if self._removals_due(report):
+                self.state.put_bytes(f"{folder}/leavers.bin", prepared.leavers.tobytes())
+                checkpoint.removals = {"leavers": f"{folder}/leavers.bin", "resolved": False, "done": False}
             for index, body, rows, contacts, size in prepared.chunks:
                 body_path = f"{folder}/chunks/chunk-{index:05d}.json"
                 rows_path = f"{folder}/chunks/chunk-{index:05d}.rows.tsv"
@@ -271,6 +320,19 @@ class Exporter:
         limit = settings.max_profiles
         received = 0
         dumps = orjson.dumps
+        old = None if request.full_sync else self._load_snapshot(request)
+        builder = SnapshotBuilder()
+        sync = report.sync
+        sync.update(
+            mode=request.mode,
+            incremental=old is not None,
+            creates=0,
+            updates=0,
+            unchanged=0,
+            consent_excluded=0,
+            sample=[],
+        )
+        sample: list[dict[str, Any]] = sync["sample"]
         for path in request.segments:
             seg_report = SegmentReport(name=path.rstrip("/").rsplit("/", 1)[-1], path=path)
             report.segments.append(seg_report)  # before opening: a file that cannot be read is named too
@@ -279,6 +341,7 @@ class Exporter:
             for table in segment.tables:
                 plan = resolve(request.mapping, table.columns, source=table.source)
                 source = table.source
+                consent = _consent_column(request, table.columns, source)
                 for row, values in table.rows():
                     received += 1
                     if received > limit:
@@ -300,13 +363,37 @@ class Exporter:
                                 rejects.add(source, row, issue.field, issue.code, issue.reason, value)
                         continue
                     report.valid += 1
+                    if consent is not None and not _consents(
+                        values[consent] if consent < len(values) else ""
+                    ):
+                        sync["consent_excluded"] += 1
+                        continue
                     first = seen.get(checked.key)
                     if first is not None:
                         report.duplicates += 1
                         dups.add(source, row, checked.key, first[0], first[1])
                         continue
                     seen[checked.key] = (source, row)
-                    done = chunker.add(dumps(checked.contact), checked.key, source, row)
+                    item = dumps(checked.contact)
+                    key = email_key(checked.key)
+                    digest = fields_hash(item)
+                    previous = old.get(key) if old is not None else None
+                    if previous is not None and previous & ~FLAGS == digest:
+                        sync["unchanged"] += 1
+                        builder.add(key, previous)
+                        continue
+                    if previous is None:
+                        sync["creates"] += 1
+                        builder.add(key, digest | NEW)
+                    else:
+                        sync["updates"] += 1
+                        builder.add(key, digest | (previous & OURS))
+                    if len(sample) < SAMPLE_SIZE:
+                        change = "create" if previous is None else "update"
+                        sample.append(
+                            {"change": change, "source": source, "row": row, "email": mask_email(checked.key)}
+                        )
+                    done = chunker.add(item, checked.key, source, row)
                     if done:
                         self._spool(done, prepared)
                     if received % PROGRESS_EVERY_ROWS == 0:
@@ -315,7 +402,10 @@ class Exporter:
         last = chunker.finish()
         if last:
             self._spool(last, prepared)
+        prepared.snapshot = snapshot = builder.build()
+        self._plan_removals(request, report, old, snapshot, prepared)
         report.chunks = len(prepared.chunks)
+        report.budget = _budget(request, report, len(prepared.chunks), old, len(prepared.leavers))
         report.activities = [
             ActivityReport(chunk=index, contacts=contacts, bytes=size)
             for index, _b, _r, contacts, size in prepared.chunks
@@ -345,6 +435,87 @@ class Exporter:
             location = self.results.put_file(f"{base}/{name}", spool.path, content_type="text/csv")
             setattr(report, attr, location)
 
+    # -- sync ----------------------------------------------------------------------------------
+
+    def _load_snapshot(self, request: ExportRequest) -> Snapshot | None:
+        raw = self.state.get_bytes(request.snapshot_path)
+        if raw is None:
+            return None
+        try:
+            return Snapshot.from_bytes(raw)
+        except ValueError:
+            log.warning("snapshot of %s unreadable; sending everything", request.snapshot_path)
+            return None
+
+    @staticmethod
+    def _plan_removals(
+        request: ExportRequest, report: RunReport, old: Snapshot | None, new: Snapshot, prepared: Prepared
+    ) -> None:
+        """Who left the segment since the last run, and whether mirror mode may remove them now."""
+        sync = report.sync
+        if old is None:
+            sync.update(leavers=0, removals_planned=0)
+            return
+        leavers = array("Q")
+        left = 0
+        for key, value in old.items():
+            if key not in new:
+                left += 1
+                if value & OURS:
+                    leavers.append(key)
+        sync["leavers"] = left
+        if request.mode != "mirror":
+            if left:
+                sync["leavers_kept"] = left
+                sync["note"] = f"{left:,} leaver(s) kept on the list (add-only mode)"
+            sync["removals_planned"] = 0
+            return
+        shrink = (len(old) - len(new)) / len(old) if len(old) else 0.0
+        if leavers and not request.allow_shrink and (len(new) == 0 or shrink > request.shrink_guard):
+            why = (
+                "the segment is empty"
+                if len(new) == 0
+                else (
+                    f"the segment shrank by {shrink:.0%} since the last run (guard: {request.shrink_guard:.0%})"
+                )
+            )
+            sync["removals_skipped"] = (
+                f"no one removed: {why}; run with allow_shrink to remove {len(leavers):,}"
+            )
+            sync["removals_planned"] = 0
+            # keep them in the snapshot, so a later run (or one with allow_shrink) can still remove them
+            kept = set(leavers)
+            prepared.snapshot = new.with_entries((k, v) for k, v in old.items() if k in kept)
+            return
+        sync["removals_planned"] = len(leavers)
+        prepared.leavers = leavers
+
+    @staticmethod
+    def _removals_due(report: RunReport) -> bool:
+        return bool(report.sync.get("removals_planned"))
+
+    def _promote_snapshot(
+        self,
+        request: ExportRequest,
+        snapshot: Snapshot,
+        *,
+        refused: Sequence[int],
+        members: array[int] | None = None,
+    ) -> None:
+        """After a completed run: what was delivered becomes the base of the next incremental run.
+        Contacts Constant Contact refused are left out, so the next run sends them again."""
+        drop = set(refused)
+        keys, values = array("Q"), array("Q")
+        for key, value in snapshot.items():
+            if key in drop:
+                continue
+            if value & NEW:
+                ours = OURS if members is not None and not _sorted_contains(members, key) else 0
+                value = (value & ~FLAGS) | ours
+            keys.append(key)
+            values.append(value)
+        self.state.put_bytes(request.snapshot_path, Snapshot(keys, values).to_bytes())
+
     # -- deliver -------------------------------------------------------------------------------
 
     def _deliver_run(self, checkpoint: Checkpoint) -> RunReport:
@@ -370,12 +541,54 @@ class Exporter:
     def _deliver(self, checkpoint: Checkpoint) -> None:
         client = self.client
         report = checkpoint.report
+        request = checkpoint.request
         if client is None:
             raise ConfigError("no Constant Contact client configured")
         activities = {a.chunk: a for a in report.activities}
         chunks = {int(c["index"]): c for c in checkpoint.chunks}
-        if all(a.activity_id is None for a in report.activities):
-            self._check_target(client, checkpoint.request)
+        if all(a.activity_id is None for a in report.activities) and not checkpoint.removals.get("resolved"):
+            self._check_target(client, request)
+        if request.mode == "mirror" and not checkpoint.removals.get("resolved"):
+            self._resolve_members(client, checkpoint)
+        resubmits = self.settings.activity_resubmits
+        while True:
+            pollers = self._submit(client, checkpoint, activities, chunks)
+            by_poller = {id(p): i for i, p in pollers.items()}
+            timeout = self.settings.api.activity_timeout_seconds
+            for poller in wait_all(list(pollers.values()), timeout=timeout):
+                index = by_poller[id(poller)]
+                self._fold(checkpoint, activities[index], poller.status(), chunks[index])
+                self.save_checkpoint(checkpoint)
+                self._progress(f"import {index} {activities[index].state}")
+            for index, poller in pollers.items():
+                if not poller.done():
+                    activities[index].state = str(poller.status().get("state", "processing"))
+            retry = [a for a in report.activities if a.state in RETRYABLE_STATES and a.attempts <= resubmits]
+            if not retry:
+                break
+            for activity in retry:  # failed, cancelled or timed out: nothing was applied, send it again
+                self._progress(f"import {activity.chunk} {activity.state}; resubmitting")
+                activity.previous_activity_ids.append(str(activity.activity_id))
+                activity.activity_id, activity.state, activity.status, activity.errors = (
+                    None,
+                    "not_submitted",
+                    {},
+                    [],
+                )
+            self.save_checkpoint(checkpoint)
+        self._settle(report)
+        if report.status == "completed" and self._removals_due(report):
+            self._remove_leavers(client, checkpoint)
+
+    def _submit(
+        self,
+        client: ConstantContactClient,
+        checkpoint: Checkpoint,
+        activities: dict[int, ActivityReport],
+        chunks: dict[int, dict[str, Any]],
+    ) -> dict[int, ActivityPoller]:
+        """Submit every chunk without an activity (checkpoint after each); poll the rest."""
+        report = checkpoint.report
         pollers: dict[int, ActivityPoller] = {}
         for index in sorted(chunks):
             activity = activities[index]
@@ -392,19 +605,63 @@ class Exporter:
             pollers[index] = poller
             activity.activity_id = poller.activity_id
             activity.state = str(poller.status().get("state", "initialized"))
-            report.submitted += activity.contacts
+            if activity.attempts == 0:
+                report.submitted += activity.contacts
+            activity.attempts += 1
             self.save_checkpoint(checkpoint)  # after every submitted chunk: never submitted twice
             self._progress(f"submitted import {index}/{len(chunks)} ({activity.contacts:,} contacts)")
-        by_poller = {id(p): i for i, p in pollers.items()}
-        for poller in wait_all(list(pollers.values()), timeout=self.settings.api.activity_timeout_seconds):
-            index = by_poller[id(poller)]
-            self._fold(report, activities[index], poller.status(), chunks[index])
+        return pollers
+
+    def _resolve_members(self, client: ConstantContactClient, checkpoint: Checkpoint) -> None:
+        """Mirror mode, before any import: who is on the list already (so that people someone else put
+        there are never counted as ours), and the contact ids of the leavers to remove."""
+        folder = run_folder(checkpoint.report)
+        leavers = array("Q")
+        if checkpoint.removals.get("leavers"):
+            leavers.frombytes(self.state.get_bytes(str(checkpoint.removals["leavers"])) or b"")
+        wanted = set(leavers)
+        members = array("Q")
+        contact_ids = []
+        for contact_id, email in client.iter_list_members(checkpoint.request.list_id):
+            key = email_key(email)
+            members.append(key)
+            if key in wanted:
+                contact_ids.append(contact_id)
+        members = array("Q", sorted(members))
+        self.state.put_bytes(f"{folder}/members.bin", members.tobytes())
+        checkpoint.removals.update(
+            resolved=True,
+            members=f"{folder}/members.bin",
+            contact_ids=contact_ids,
+            activity_ids=[],
+            removed=0,
+        )
+        self.save_checkpoint(checkpoint)
+
+    def _remove_leavers(self, client: ConstantContactClient, checkpoint: Checkpoint) -> None:
+        """Take the leavers off this list only (remove_list_memberships, 500 a request)."""
+        removals = checkpoint.removals
+        report = checkpoint.report
+        ids: list[str] = list(removals.get("contact_ids") or [])
+        done_batches = len(removals.get("activity_ids") or [])
+        batches = [ids[i : i + REMOVE_BATCH] for i in range(0, len(ids), REMOVE_BATCH)]
+        pollers = [ActivityPoller.resume(client, a) for a in removals.get("activity_ids") or []]
+        for batch in batches[done_batches:]:
+            poller = client.begin_remove_list_memberships(batch, checkpoint.request.list_id)
+            removals.setdefault("activity_ids", []).append(poller.activity_id)
             self.save_checkpoint(checkpoint)
-            self._progress(f"import {index} {activities[index].state}")
-        for index, poller in pollers.items():
-            if not poller.done():
-                activities[index].state = str(poller.status().get("state", "processing"))
-        self._settle(report)
+            pollers.append(poller)
+        states = [p.result()["state"] for p in pollers]
+        if any(state != "completed" for state in states):
+            report.status = "pending" if any(s not in TERMINAL_STATES for s in states) else "failed"
+            report.error = {
+                "type": "RemovalFailed",
+                "message": f"membership removals ended {sorted(set(states))}",
+            }
+            return
+        removals["done"] = True
+        report.sync["removed"] = len(ids)
+        self._progress(f"removed {len(ids):,} leaver(s) from the list")
 
     def _check_target(self, client: ConstantContactClient, request: ExportRequest) -> None:
         """Fail fast, before any import, on a list or custom field that does not exist."""
@@ -428,7 +685,7 @@ class Exporter:
                 )
 
     def _fold(
-        self, report: RunReport, activity: ActivityReport, status: dict[str, Any], chunk: dict[str, Any]
+        self, checkpoint: Checkpoint, activity: ActivityReport, status: dict[str, Any], chunk: dict[str, Any]
     ) -> None:
         """Constant Contact's view of one import into the report; refused rows into the rejects file."""
         activity.state = str(status.get("state"))
@@ -447,9 +704,9 @@ class Exporter:
         activity.refused = refused
         activity.delivered = max(0, activity.contacts - refused - unsubscribed)
         if raw_errors:
-            self._reject_refused(report, raw_errors, chunk)
+            self._reject_refused(checkpoint, raw_errors, chunk)
 
-    def _reject_refused(self, report: RunReport, errors: list[str], chunk: dict[str, Any]) -> None:
+    def _reject_refused(self, checkpoint: Checkpoint, errors: list[str], chunk: dict[str, Any]) -> None:
         """Map Constant Contact's error strings back to input rows, through the chunk's row sidecar."""
         by_email: dict[str, str] = {}
         for text in errors:
@@ -463,7 +720,8 @@ class Exporter:
                 reason = f"Constant Contact refused it: {by_email[email]}"
                 lines.append([source, row, "email", "refused_by_constant_contact", reason, email])
         if lines:
-            self._append_rejects(report, lines)
+            checkpoint.refused_keys.extend(email_key(line[-1]) for line in lines)
+            self._append_rejects(checkpoint.report, lines)
 
     def _append_rejects(self, report: RunReport, rows: list[list[str]]) -> None:
         """Rows refused by Constant Contact join the validation rejects in the run's one rejects file."""
@@ -519,12 +777,29 @@ class Exporter:
             report.token_refreshes = self.client.tokens.refreshes
 
     def _finish(self, checkpoint: Checkpoint) -> None:
-        """A run that ended: final report, and the prepared bodies removed (the checkpoint stays)."""
+        """A run that ended: final report, the snapshot promoted when it completed, and the prepared
+        bodies removed (the checkpoint stays)."""
+        folder = run_folder(checkpoint.report)
+        if checkpoint.report.status == "completed":
+            raw = self.state.get_bytes(f"{folder}/snapshot.next.bin")
+            if raw is not None:
+                members = None
+                if checkpoint.removals.get("members"):
+                    members = array("Q")
+                    members.frombytes(self.state.get_bytes(str(checkpoint.removals["members"])) or b"")
+                self._promote_snapshot(
+                    checkpoint.request,
+                    Snapshot.from_bytes(raw),
+                    refused=checkpoint.refused_keys,
+                    members=members,
+                )
         self.save_checkpoint(checkpoint)
         self._write_report(checkpoint.report)
         for chunk in checkpoint.chunks:
             self.state.delete(str(chunk["body"]))
             self.state.delete(str(chunk["rows"]))
+        for name in ("snapshot.next.bin", "leavers.bin", "members.bin"):
+            self.state.delete(f"{folder}/{name}")
 
     def _write_report(self, report: RunReport) -> None:
         if report.status in ("completed", "failed"):
@@ -562,3 +837,38 @@ def csv_lines(rows: list[list[str]]) -> bytes:
     for row in rows:
         writer.writerow([safe_cell(c) for c in row])
     return buffer.getvalue().encode("utf-8")
+
+
+SAMPLE_SIZE = 20
+REMOVE_BATCH = 500  # contact ids per remove_list_memberships request
+RETRYABLE_STATES = frozenset({"failed", "cancelled", "timed_out"})
+_YES = frozenset({"yes", "y", "true", "1", "opted in", "opt-in", "optin", "subscribed", "consent"})
+
+
+def _consent_column(request: ExportRequest, columns: Sequence[str], source: str) -> int | None:
+    if not request.consent_field:
+        return None
+    index = find_column(columns, request.consent_field)
+    if index is None:
+        raise SegmentError(f"{source}: consent column {request.consent_field!r} not found")
+    return index
+
+
+def _consents(value: str) -> bool:
+    """Only an explicit yes exports a profile: a blank or unknown value is not consent."""
+    return value.strip().lower() in _YES
+
+
+def _sorted_contains(keys: array[int], key: int) -> bool:
+    i = bisect_left(keys, key)
+    return i < len(keys) and keys[i] == key
+
+
+def _budget(
+    request: ExportRequest, report: RunReport, chunks: int, old: Snapshot | None, leavers: int
+) -> dict[str, int]:
+    """Requests this run will need against the daily quota (10,000 a day per application key)."""
+    polls = 3 * chunks  # a few status polls per import
+    member_pages = -(-len(old) // 500) if (old is not None and request.mode == "mirror" and leavers) else 0
+    removals = 4 * -(-leavers // 500)
+    return {"estimated_requests": 3 + chunks + polls + member_pages + removals, "daily_quota": 10_000}

@@ -40,6 +40,8 @@ class ActivityReport:
     errors: list[str] = field(default_factory=list)  # activity_errors, emails masked
     refused: int = 0  # contacts Constant Contact did not put on the list
     delivered: int | None = None  # known once the activity completed
+    attempts: int = 0  # submissions of this chunk (a failed, cancelled or timed-out import is resubmitted)
+    previous_activity_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +72,10 @@ class RunReport:
     not_added_unsubscribed: int = 0  # sent, but unsubscribed: Constant Contact does not re-add them
     delivered: int | None = None  # on the list, as far as Constant Contact's counts say
     field_warnings: dict[str, int] = field(default_factory=dict)  # e.g. "first_name truncated to 50 ..."
+    sync: dict[str, Any] = field(
+        default_factory=dict
+    )  # mode, creates, updates, unchanged, leavers, removed...
+    budget: dict[str, int] = field(default_factory=dict)  # API requests this run needs, and the daily quota
     chunks: int = 0
     activities: list[ActivityReport] = field(default_factory=list)
     rejects_file: str | None = None
