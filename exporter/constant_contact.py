@@ -10,7 +10,6 @@ methods return an ``ActivityPoller``.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from .tokens import TokenProvider
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "timed_out"})
+MAX_RETRY_AFTER_SECONDS = 300.0
 
 _HINTS = {
     400: "Constant Contact rejected the request as invalid",
@@ -54,9 +54,14 @@ _HINTS = {
 
 
 class RateLimiter:
-    """At most ``rate`` requests in any one-second window (sliding), shared by all threads of a client."""
+    """At most ``rate`` requests in any one-second window (sliding), shared by all threads of a client.
 
-    MARGIN = 0.05  # seconds: the server's window starts when a request arrives, ours when it leaves
+    The server counts a request when it arrives, which is after we send it: so a slot is stamped again
+    when the answer is back (``release``), and the window runs from then. A fractional rate rounds down
+    per second (3.5 allows 3 in any second), never up.
+    """
+
+    MARGIN = 0.05  # seconds, for clock and network jitter on top of the window
 
     def __init__(
         self,
@@ -66,23 +71,29 @@ class RateLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._capacity = max(1, int(rate))
-        self._window = self._capacity / rate
-        self._stamps: collections.deque[float] = collections.deque()
+        self._window = max(1.0, self._capacity / rate)
+        self._slots: list[list[float]] = []
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self) -> None:
+    def acquire(self) -> list[float]:
+        """Wait for a free slot and take it; returns the slot, for ``release``."""
         with self._lock:
             now = self._clock()
-            while len(self._stamps) >= self._capacity:
-                wait = self._stamps[0] + self._window + self.MARGIN - now
-                if wait <= 0:
-                    self._stamps.popleft()
-                    continue
-                self._sleep(wait)
+            while True:
+                self._slots = [s for s in self._slots if s[0] + self._window + self.MARGIN > now]
+                if len(self._slots) < self._capacity:
+                    slot = [now]
+                    self._slots.append(slot)
+                    return slot
+                self._sleep(min(s[0] for s in self._slots) + self._window + self.MARGIN - now)
                 now = self._clock()
-            self._stamps.append(now)
+
+    def release(self, slot: list[float]) -> None:
+        """The answer arrived: the request was at the server no later than now."""
+        with self._lock:
+            slot[0] = self._clock()
 
 
 def _wait(settings: ApiSettings) -> Callable[[RetryCallState], float]:
@@ -91,7 +102,7 @@ def _wait(settings: ApiSettings) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientApiError) and exc.retry_after is not None:
-            return min(exc.retry_after, settings.backoff_max_seconds)
+            return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)  # the server's word, within reason
         if isinstance(exc, TransientApiError) and exc.error_key == "throttled":
             return 1.0 + backoff(state) / 4  # the window is one second: wait past it
         return backoff(state)
@@ -162,7 +173,7 @@ class ConstantContactClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        self._limiter.acquire()
+        slot = self._limiter.acquire()
         self.api_calls += 1
         try:
             return self._http.request(method, self._base + path, content=body, params=params, headers=headers)
@@ -170,6 +181,8 @@ class ConstantContactClient:
             raise TransientApiError(f"{method} {path}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise TransientApiError(f"{method} {path}: connection failed ({type(exc).__name__})") from None
+        finally:
+            self._limiter.release(slot)
 
     @staticmethod
     def _error(response: httpx.Response, method: str, path: str) -> ApiError:
