@@ -1,4 +1,6 @@
-"""Command line: ``python -m exporter run ...`` exports segment files to a Constant Contact list.
+"""Command line: ``python -m exporter run ...`` exports segment files to a Constant Contact list;
+``python -m exporter connections|exports ...`` manage the Functions app's connections and exports
+(exporter.cli_manage).
 
 Exit codes: 0 the run completed (rejected rows allowed), 1 the run failed, 2 usage or configuration
 error (a message, no traceback), 3 the run is pending (waiting on Constant Contact or its daily quota).
@@ -15,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TextIO
 
+from . import cli_manage
 from .config import Settings
 from .constant_contact import ConstantContactClient
 from .errors import ConfigError, ExporterError
@@ -77,11 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    cli_manage.add_parsers(sub)
     return parser
 
 
 def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
@@ -93,6 +101,8 @@ def main(
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in ("connections", "exports"):
+            return cli_manage.run(args, out, err, stdin)
         return _run(args, out, err)
     except ConfigError as exc:
         print(f"error: {exc}", file=err)

@@ -125,6 +125,11 @@ class ExportConfig:
             segments = [segments]
         if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
             errors["segments"] = "a list of paths in the segments container"
+        if not isinstance(data.get("enabled", True), bool):
+            errors["enabled"] = "true or false (a JSON boolean)"
+        connection = data.get("connection") or "default"
+        if not isinstance(connection, str) or not _NAME.match(connection):
+            errors["connection"] = "the name of a connection (lower-case letters, digits and dashes)"
         if errors or mapping is None:
             raise FieldErrors(errors)
         return cls(

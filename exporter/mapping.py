@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError, SegmentError
 from .readers import find_column
@@ -140,10 +140,10 @@ class ColumnPlan:
     # (CC field, column index, column name, max length or 0 for dates)
     fields: tuple[tuple[str, int, str, int], ...]
     email_column: str
+    width: int = field(init=False)  # columns a row needs; computed once, read for every row
 
-    @property
-    def width(self) -> int:
-        return 1 + max([self.email_index, *(i for _, i, _, _ in self.fields)])
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", 1 + max([self.email_index, *(i for _, i, _, _ in self.fields)]))
 
 
 def resolve(mapping: DataMapping, columns: Sequence[str], *, source: str) -> ColumnPlan:

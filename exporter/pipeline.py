@@ -42,6 +42,7 @@ from .errors import (
 )
 from .files import SegmentFiles
 from .mapping import ColumnPlan, DataMapping, resolve
+from .observability import record_run_metrics, run_context
 from .privacy import find_emails, mask_email, mask_text
 from .readers import find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
@@ -216,10 +217,12 @@ class Exporter:
         """Prepare and deliver an export, to the end or to a state worth reporting (failed, pending).
         Never raises an ExporterError: the report says what went wrong."""
         report = self.new_report(request, run_id=run_id, trigger=trigger)
-        checkpoint = self._prepare_run(request, report)
-        if checkpoint is None:
-            return report
-        return self._deliver_run(checkpoint)
+        with run_context(report.run_id, export=request.export_name):  # every log line carries the run id
+            checkpoint = self._prepare_run(request, report)
+            if checkpoint is not None:
+                report = self._deliver_run(checkpoint)
+            _observe(report)
+        return report
 
     def resume(self, run_folder: str) -> RunReport | None:
         """Finish a run from its checkpoint (submits only chunks that have no activity yet)."""
@@ -228,7 +231,10 @@ class Exporter:
             return None
         if checkpoint.report.status in ("completed", "failed"):
             return checkpoint.report
-        return self._deliver_run(checkpoint)
+        with run_context(checkpoint.report.run_id, export=checkpoint.request.export_name):
+            report = self._deliver_run(checkpoint)
+            _observe(report)
+        return report
 
     def new_report(
         self, request: ExportRequest, *, run_id: str | None = None, trigger: str | None = None
@@ -310,95 +316,109 @@ class Exporter:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
     def _prepare(self, request: ExportRequest, report: RunReport, prepared: Prepared) -> None:
+        """Stream every row once: validate, de-duplicate, compare with the snapshot, chunk. The hot loop
+        of every export, so counters are locals and contacts are keyed by 64-bit email hashes."""
         settings = self.settings
         rules = settings.rules
         prepared.rejects = rejects = CsvSpool(REJECT_COLUMNS, directory=str(prepared.workdir))
         prepared.duplicates = dups = CsvSpool(DUPLICATE_COLUMNS, directory=str(prepared.workdir))
         chunker = Chunker([request.list_id], settings.chunks)
-        seen: dict[str, tuple[str, int]] = {}
+        seen: dict[int, int] = {}  # email key -> (table number << 32) | row of its first occurrence
+        sources: list[str] = []
         warnings = report.field_warnings
         limit = settings.max_profiles
-        received = 0
+        received = valid = rejected = duplicates = creates = updates = unchanged = excluded = 0
         dumps = orjson.dumps
+        check = check_row
         old = None if request.full_sync else self._load_snapshot(request)
+        old_get = old.get if old is not None else None
         builder = SnapshotBuilder()
-        sync = report.sync
-        sync.update(
+        remember = builder.add
+        sample: list[dict[str, Any]] = []
+        try:
+            for path in request.segments:
+                seg_report = SegmentReport(name=path.rstrip("/").rsplit("/", 1)[-1], path=path)
+                report.segments.append(seg_report)  # before opening: a file that cannot be read is named too
+                segment = open_segment(self.files, path)
+                seg_report.name, seg_report.tables = segment.name, len(segment.tables)
+                for table in segment.tables:
+                    plan = resolve(request.mapping, table.columns, source=table.source)
+                    source = table.source
+                    table_no = len(sources) << 32
+                    sources.append(source)
+                    consent = _consent_column(request, table.columns, source)
+                    table_start = received
+                    for row, values in table.rows():
+                        received += 1
+                        if received > limit:
+                            raise LimitExceededError(
+                                f"the export has more than {limit:,} profiles (the limit per export); nothing "
+                                "was sent. Split the segment into smaller ones, or raise EXPORTER_MAX_PROFILES "
+                                f"if it was set below {limit:,}."
+                            )
+                        if received % PROGRESS_EVERY_ROWS == 0:
+                            self._progress(f"read {received:,} rows, {len(seen):,} contacts")
+                        checked = check(values, plan, rules)
+                        email = checked.key
+                        if checked.issues:
+                            for issue in checked.issues:
+                                if not issue.rejects_row:
+                                    warnings[issue.reason] = warnings.get(issue.reason, 0) + 1
+                        if checked.contact is None or email is None:
+                            rejected += 1
+                            for issue in checked.issues:
+                                if issue.rejects_row:
+                                    value = _value_of(values, plan, issue.field)
+                                    rejects.add(source, row, issue.field, issue.code, issue.reason, value)
+                            continue
+                        valid += 1
+                        if consent is not None and not _consents(
+                            values[consent] if consent < len(values) else ""
+                        ):
+                            excluded += 1
+                            continue
+                        key = email_key(email)
+                        first = seen.get(key)
+                        if first is not None:
+                            duplicates += 1
+                            dups.add(source, row, email, sources[first >> 32], first & 0xFFFFFFFF)
+                            continue
+                        seen[key] = table_no | row
+                        item = dumps(checked.contact)
+                        digest = fields_hash(item)
+                        previous = old_get(key) if old_get is not None else None
+                        if previous is None:
+                            creates += 1
+                            remember(key, digest | NEW)
+                        elif previous & ~FLAGS == digest:
+                            unchanged += 1
+                            remember(key, previous)
+                            continue
+                        else:
+                            updates += 1
+                            remember(key, digest | (previous & OURS))
+                        if len(sample) < SAMPLE_SIZE:
+                            change = "create" if previous is None else "update"
+                            sample.append(
+                                {"change": change, "source": source, "row": row, "email": mask_email(email)}
+                            )
+                        done = chunker.add(item, email, source, row)
+                        if done:
+                            self._spool(done, prepared)
+                    seg_report.received += received - table_start
+        finally:  # a file that fails half-way still reports what was read
+            report.received, report.valid, report.rejected = received, valid, rejected
+            report.duplicates = duplicates
+        seen.clear()  # before the snapshot sort needs its memory
+        report.sync.update(
             mode=request.mode,
             incremental=old is not None,
-            creates=0,
-            updates=0,
-            unchanged=0,
-            consent_excluded=0,
-            sample=[],
+            creates=creates,
+            updates=updates,
+            unchanged=unchanged,
+            consent_excluded=excluded,
+            sample=sample,
         )
-        sample: list[dict[str, Any]] = sync["sample"]
-        for path in request.segments:
-            seg_report = SegmentReport(name=path.rstrip("/").rsplit("/", 1)[-1], path=path)
-            report.segments.append(seg_report)  # before opening: a file that cannot be read is named too
-            segment = open_segment(self.files, path)
-            seg_report.name, seg_report.tables = segment.name, len(segment.tables)
-            for table in segment.tables:
-                plan = resolve(request.mapping, table.columns, source=table.source)
-                source = table.source
-                consent = _consent_column(request, table.columns, source)
-                for row, values in table.rows():
-                    received += 1
-                    if received > limit:
-                        raise LimitExceededError(
-                            f"the export has more than {limit:,} profiles (the limit per export); nothing "
-                            "was sent. Split the segment into smaller ones, or raise EXPORTER_MAX_PROFILES "
-                            f"if it was set below {limit:,}."
-                        )
-                    seg_report.received += 1
-                    checked = check_row(values, plan, rules)
-                    for issue in checked.issues:
-                        if not issue.rejects_row:
-                            warnings[issue.reason] = warnings.get(issue.reason, 0) + 1
-                    if checked.contact is None or checked.key is None:
-                        report.rejected += 1
-                        for issue in checked.issues:
-                            if issue.rejects_row:
-                                value = _value_of(values, plan, issue.field)
-                                rejects.add(source, row, issue.field, issue.code, issue.reason, value)
-                        continue
-                    report.valid += 1
-                    if consent is not None and not _consents(
-                        values[consent] if consent < len(values) else ""
-                    ):
-                        sync["consent_excluded"] += 1
-                        continue
-                    first = seen.get(checked.key)
-                    if first is not None:
-                        report.duplicates += 1
-                        dups.add(source, row, checked.key, first[0], first[1])
-                        continue
-                    seen[checked.key] = (source, row)
-                    item = dumps(checked.contact)
-                    key = email_key(checked.key)
-                    digest = fields_hash(item)
-                    previous = old.get(key) if old is not None else None
-                    if previous is not None and previous & ~FLAGS == digest:
-                        sync["unchanged"] += 1
-                        builder.add(key, previous)
-                        continue
-                    if previous is None:
-                        sync["creates"] += 1
-                        builder.add(key, digest | NEW)
-                    else:
-                        sync["updates"] += 1
-                        builder.add(key, digest | (previous & OURS))
-                    if len(sample) < SAMPLE_SIZE:
-                        change = "create" if previous is None else "update"
-                        sample.append(
-                            {"change": change, "source": source, "row": row, "email": mask_email(checked.key)}
-                        )
-                    done = chunker.add(item, checked.key, source, row)
-                    if done:
-                        self._spool(done, prepared)
-                    if received % PROGRESS_EVERY_ROWS == 0:
-                        self._progress(f"read {received:,} rows, {len(seen):,} contacts to send")
-        report.received = received
         last = chunker.finish()
         if last:
             self._spool(last, prepared)
@@ -807,6 +827,12 @@ class Exporter:
         path = f"{run_folder(report)}/report.json"
         report.report_file = self.results.location(path)
         self.results.put_bytes(path, report.to_json(), content_type="application/json")
+
+
+def _observe(report: RunReport) -> None:
+    """Metrics and the closing log line, once per run: when it ends (a paused run is not counted)."""
+    if report.status in ("completed", "failed"):
+        record_run_metrics(report)
 
 
 def run_folder(report: RunReport) -> str:

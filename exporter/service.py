@@ -23,21 +23,24 @@ import orjson
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
+from .alerts import alert_for, send_alert
 from .blobfiles import BlobFiles
 from .config import Settings
+from .connections import ConnectionNotReadyError, ConnectionStore, Status, secret_names_for
 from .constant_contact import ConstantContactClient
 from .errors import ConfigError
 from .exports import ExportConfig, ExportStore, previous_fire
 from .leases import BlobLeaseLock
 from .pipeline import Checkpoint, Exporter, ExportRequest, run_folder
 from .report import RunReport, new_run_id, utc_now
-from .secrets import SecretNames, SecretStore, secret_store_from_settings
+from .secrets import SecretStore, secret_store_from_settings
 from .storage import BlobResultStore, blob_service_client
 from .tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
 ACTIVE_PREFIX = "active/"
+RUNNING_PREFIX = "running/"  # one claim per export: the run that may send to its list now
 SCHEDULE_PREFIX = "schedules/"
 PROCESSED_PREFIX = "processed/"
 
@@ -57,6 +60,7 @@ class AppSettings:
     segments_container: str = "segments"
     results_container: str = "results"
     state_container: str = "state"
+    alert_webhook_url: str | None = None  # ALERT_WEBHOOK_URL: failed, partial and re-authorization alerts
     stale_after_seconds: float = 900.0  # a running run whose checkpoint is older is resumed by the timer
 
     @classmethod
@@ -71,6 +75,7 @@ class AppSettings:
             results_container=env.get("RESULTS_CONTAINER") or "results",
             state_container=env.get("STATE_CONTAINER") or "state",
             stale_after_seconds=float(env.get("EXPORTER_STALE_AFTER_SECONDS") or 900),
+            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
         )
 
 
@@ -79,6 +84,7 @@ class RunHandle:
     export: str
     run_id: str
     status: str
+    already_running: bool = False  # another request started this run; this one joined it
 
     @property
     def folder(self) -> str:
@@ -108,6 +114,7 @@ class ExportService:
         self._state_container = self.blob_service.get_container_client(app.state_container)
         self.state = BlobResultStore(self._state_container)
         self.exports = ExportStore(self.state)
+        self.connections = ConnectionStore(self.state)
         self.secrets = secrets or secret_store_from_settings(self.settings)
         self._clock = clock
         self._clients: dict[str, ConstantContactClient] = {}
@@ -116,10 +123,12 @@ class ExportService:
     # -- building blocks -----------------------------------------------------------------------
 
     def client(self, connection: str) -> ConstantContactClient:
-        """One client per connection per process: the access token stays cached in memory."""
+        """One client per connection per process: the access token stays cached in memory. The secrets
+        are the connection's own (``default`` keeps the CLI's unprefixed names, see secret_names_for)."""
         with self._lock:
             if connection not in self._clients:
-                names = SecretNames() if connection == "default" else SecretNames.for_connection(connection)
+                record = self.connections.get(connection)
+                names = record.secret_names if record else secret_names_for(connection)
                 lock = BlobLeaseLock(self._state_container, f"locks/token-{connection}")
                 tokens = TokenProvider(
                     self.secrets,
@@ -129,6 +138,53 @@ class ExportService:
                 )
                 self._clients[connection] = ConstantContactClient(self.settings.api, tokens)
             return self._clients[connection]
+
+    def forget_client(self, connection: str) -> None:
+        """Drop the cached client (and its in-memory access token): the connection was re-authorized,
+        changed or deleted, so the next run must read the secrets again."""
+        with self._lock:
+            client = self._clients.pop(connection, None)
+        if client is not None:
+            client.close()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def check_connection_ready(self, connection: str, *, dry_run: bool = False) -> None:
+        """Refuse a run through a connection that does not exist, whose data privacy acknowledgement is
+        not given, or (unless a dry run, which sends nothing) that is not connected."""
+        record = self.connections.get(connection)
+        if record is None:
+            raise ConnectionNotReadyError(
+                f"connection {connection!r} does not exist: an admin must create it (PUT "
+                f"/api/connections/{connection}, or python -m exporter connections create {connection})",
+                code="connection_not_found",
+            )
+        if not record.privacy_acknowledged:
+            raise ConnectionNotReadyError(
+                f"connection {connection!r} has no data privacy acknowledgement: exports send personal data "
+                "to Constant Contact, outside this tenant's compliance boundary, so an admin must "
+                f"acknowledge that first (PATCH /api/connections/{connection} with "
+                '{"privacy_acknowledged": true})',
+                code="privacy_not_acknowledged",
+            )
+        if not dry_run and record.status != "connected":
+            hint = f" ({record.status_reason})" if record.status_reason else ""
+            raise ConnectionNotReadyError(
+                f"connection {connection!r} is {record.status.replace('_', ' ')}{hint}: an admin must "
+                f"authorize it (GET /api/connections/{connection}/authorize, or python -m exporter "
+                f"connections authorize {connection})",
+                code=f"connection_{record.status}",
+            )
+
+    def mark_connection(self, connection: str, status: Status, *, reason: str | None = None) -> None:
+        """Record a connection's status, e.g. needs_reauthorization when Constant Contact refused its
+        refresh token; the cached client goes too."""
+        current = self.connections.get(connection)
+        if current is None or (current.status == status and current.status_reason == reason):
+            return
+        self.connections.set_status(connection, status, reason=reason)
+        self.forget_client(connection)
+        log.warning("connection %s is now %s", connection, status)
 
     def exporter(self, connection: str, *, dry_run: bool = False) -> Exporter:
         return Exporter(
@@ -162,9 +218,14 @@ class ExportService:
         config = self.export(name)
         if not config.enabled:
             raise ConfigError(f"export {name!r} is disabled")
+        self.check_connection_ready(config.connection, dry_run=dry_run)
         request = config.request(dry_run=dry_run, segments=segments)
         exporter = self.exporter(config.connection, dry_run=dry_run)
         report = exporter.new_report(request, run_id=new_run_id(self._clock()), trigger=trigger)
+        if not dry_run:
+            running = self._claim_export(name, report.run_id)
+            if running is not None:  # one run at a time per export: the caller gets the running one
+                return running
         report.status = "queued"
         checkpoint = Checkpoint(request=request, report=report)
         exporter.save_checkpoint(checkpoint)
@@ -191,8 +252,42 @@ class ExportService:
             raise
         if report.status in ("completed", "failed"):
             self.state.delete(_active_path(report))
+            self._release_export(config.name, report.run_id)
+            alert = alert_for(report)
+            if alert is not None:
+                send_alert(alert, webhook_url=self.app.alert_webhook_url)
+        if report.status == "failed" and (report.error or {}).get("type") == "AuthorizationError":
+            # Constant Contact refused the refresh token or the client: a person has to act.
+            self.mark_connection(
+                config.connection, "needs_reauthorization", reason=(report.error or {}).get("message")
+            )
         log.info("run %s of export %s: %s", report.run_id, config.name, report.status)
         return report
+
+    def _claim_export(self, name: str, run_id: str) -> RunHandle | None:
+        """Take the export's run claim (a create-only or ETag-matched write), or return the run that
+        holds it. A claim whose run has ended or vanished is taken over."""
+        path = f"{RUNNING_PREFIX}{name}.json"
+        for _ in range(3):
+            current = self.state.get_with_etag(path)
+            etag = None
+            if current is not None:
+                data, etag = current
+                holder = str(orjson.loads(data).get("run_id", ""))
+                checkpoint = self.exporter("default", dry_run=True).load_checkpoint(
+                    f"exports/{name}/runs/{holder}"
+                )
+                if checkpoint is not None and checkpoint.report.status not in ("completed", "failed"):
+                    return RunHandle(name, holder, checkpoint.report.status, already_running=True)
+            claim = orjson.dumps({"run_id": run_id, "at": utc_now()})
+            if self.state.put_bytes_if(path, claim, etag=etag) is not None:
+                return None
+        raise ConfigError(f"export {name!r} is being started by another request; try again")
+
+    def _release_export(self, name: str, run_id: str) -> None:
+        current = self.state.get_with_etag(f"{RUNNING_PREFIX}{name}.json")
+        if current is not None and orjson.loads(current[0]).get("run_id") == run_id:
+            self.state.delete(f"{RUNNING_PREFIX}{name}.json")
 
     def run_status(self, name: str, run_id: str) -> dict[str, Any]:
         raw = self.results.get_bytes(f"exports/{name}/runs/{run_id}/report.json")
@@ -246,7 +341,10 @@ class ExportService:
                 continue
             fire = previous_fire(config.schedule, now)
             if self._claim_fire(config.name, fire):
-                started.append(self.start_run(config.name, trigger="timer").run_id)
+                try:
+                    started.append(self.start_run(config.name, trigger="timer").run_id)
+                except ConnectionNotReadyError as exc:
+                    log.warning("scheduled run of export %s not started: %s", config.name, exc)
         if past_due:
             log.warning("timer was past due; ran pending work once")
         return {"resumed": resumed, "started": started}
@@ -265,13 +363,24 @@ class ExportService:
             if config is None or report.status in ("completed", "failed"):
                 self.state.delete(path)
                 continue
-            if checkpoint.resume_after and checkpoint.resume_after > _iso(now):
-                continue
             updated = checkpoint.updated_at or str(marker.get("updated_at") or "")
             if report.status in ("queued", "running") and updated > _iso(
                 now - timedelta(seconds=self.app.stale_after_seconds)
             ):
                 continue  # another invocation is working on it
+            try:
+                self.check_connection_ready(config.connection, dry_run=checkpoint.request.dry_run)
+            except ConnectionNotReadyError as exc:
+                if exc.code in ("connection_not_connected", "connection_needs_reauthorization"):
+                    continue  # it can go on once an admin has authorized the connection again
+                # Deleted, or the privacy acknowledgement withdrawn: end the run and say why.
+                report.fail("ConnectionNotReadyError", str(exc))
+                report.finished_at = utc_now()
+                self._write_report(report)
+                self.state.delete(path)
+                continue
+            if checkpoint.resume_after and checkpoint.resume_after > _iso(now):
+                continue
             self._touch_active(report)
             self._execute(config, checkpoint)
             resumed.append(report.run_id)
@@ -309,7 +418,10 @@ class ExportService:
                 continue
             segments = config.matches(path, is_cdm_folder=self._is_cdm_folder)
             if segments is not None:
-                started.append(self.start_run(config.name, segments=segments, trigger="blob"))
+                try:
+                    started.append(self.start_run(config.name, segments=segments, trigger="blob"))
+                except ConnectionNotReadyError as exc:
+                    log.warning("export %s not started for a new segment file: %s", config.name, exc)
         if not started:
             log.info("no export watches %s", path)
         return started

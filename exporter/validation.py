@@ -57,7 +57,7 @@ def check_email(raw: str, *, max_length: int) -> tuple[str | None, Issue | None]
     if not email.isascii():
         email = _idna(email)
     match = EMAIL_RE.fullmatch(email)
-    if match is None or len(match.group(1)) > MAX_LOCAL_PART or len(match.group(2)) > MAX_DOMAIN:
+    if match is None or match.end(1) > MAX_LOCAL_PART or len(email) - match.end(1) - 1 > MAX_DOMAIN:
         return None, Issue(
             "email", "email_invalid", f"email is not a valid address: {_why_invalid(email)}", True
         )
@@ -130,7 +130,7 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
         return Checked(None, None, (problem,))
     contact: dict[str, object] = {"email": email}
     issues: list[Issue] = []
-    truncate = rules.too_long == "truncate"
+    rejected = False
     for target, index, _column, max_length in plan.fields:
         raw = values[index]
         if not raw:
@@ -142,7 +142,7 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
         if not value:
             continue
         if len(value) > max_length:
-            if truncate:
+            if rules.too_long == "truncate":
                 value = value[:max_length].rstrip()
                 issues.append(
                     Issue(target, "truncated", f"{target} truncated to {max_length} characters", False)
@@ -156,9 +156,12 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
                         True,
                     )
                 )
+                rejected = True
                 continue
         contact[target] = value
-    if any(issue.rejects_row for issue in issues):
+    if not issues:
+        return Checked(contact, email, ())
+    if rejected:
         return Checked(None, None, tuple(issues))
     return Checked(contact, email, tuple(issues))
 

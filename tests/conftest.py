@@ -93,3 +93,15 @@ def cc_client(api_settings: ApiSettings, secret_store: MemorySecretStore) -> Ite
     client = ConstantContactClient(api_settings, tokens)
     yield client
     client.close()
+
+
+# -- the Functions app ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def indexed():
+    """The functions exactly as the Functions host indexes them. Session-wide and shared by every test
+    module, because FunctionApp.get_functions() may run only once per app."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

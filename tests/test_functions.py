@@ -18,7 +18,9 @@ from azure.storage.blob import BlobServiceClient
 
 from exporter import functions
 from exporter.config import ApiSettings, Settings
+from exporter.connections import Connection
 from exporter.leases import BlobLeaseLock
+from exporter.principals import encode_principal
 from exporter.secrets import FileSecretStore, KeyVaultSecretStore, SecretNames
 from exporter.service import AppSettings, ExportService, ensure_containers
 from exporter.tokens import TokenProvider
@@ -27,6 +29,15 @@ from tests.conftest import CONTACT_CSV, requires_sample
 from tests.keyvault_server import LocalKeyVault
 
 NAMES = SecretNames()
+ADMIN = encode_principal("admin@contoso.com", ["Exporter.Admin"])
+# The CLI's original connection, as an admin would have set it up: privacy acknowledged, authorized.
+DEFAULT_CONNECTION = Connection(
+    name="default",
+    display_name="Default",
+    client_id="sandbox-client-id",
+    privacy_acknowledged=True,
+    status="connected",
+)
 EXPORT = {
     "mapping": {
         "email": "EMail",
@@ -36,14 +47,6 @@ EXPORT = {
     },
     "segments": ["contoso/Contact.csv"],
 }
-
-
-@pytest.fixture(scope="session")
-def indexed():
-    """The functions exactly as the Functions host indexes them (get_functions may run once per app)."""
-    import function_app
-
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
 def call(indexed, name, *args):
@@ -73,6 +76,7 @@ def app_env(monkeypatch, tmp_path, azurite, sandbox, secret_store):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     functions.reset()
+    functions.service().connections.create(DEFAULT_CONNECTION)
     yield env
     functions.reset()
 
@@ -98,7 +102,7 @@ def http(method, url, *, body=b"", route_params=None, params=None):
         body=body,
         route_params=route_params or {},
         params=params or {},
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "X-MS-CLIENT-PRINCIPAL": ADMIN},
     )
 
 
@@ -140,7 +144,8 @@ def test_bindings_as_the_host_indexes_them(indexed):
     for name, fn in indexed.items():
         trigger = json.loads(fn.get_function_json())["bindings"][0]
         if trigger["type"] == "httpTrigger":
-            assert trigger["authLevel"] == "FUNCTION"
+            # The OAuth callback cannot carry a function key: Constant Contact's `code` takes its place.
+            assert trigger["authLevel"] == ("ANONYMOUS" if name == "oauth_callback" else "FUNCTION")
             routes[name] = (trigger["route"], tuple(trigger["methods"]))
     assert routes == {
         "start_run": ("exports/{name}/runs", ("POST",)),
@@ -150,6 +155,14 @@ def test_bindings_as_the_host_indexes_them(indexed):
         "get_export": ("exports/{name}", ("GET",)),
         "put_export": ("exports/{name}", ("PUT",)),
         "delete_export": ("exports/{name}", ("DELETE",)),
+        "list_connections": ("connections", ("GET",)),
+        "get_connection": ("connections/{name}", ("GET",)),
+        "put_connection": ("connections/{name}", ("PUT",)),
+        "patch_connection": ("connections/{name}", ("PATCH",)),
+        "delete_connection": ("connections/{name}", ("DELETE",)),
+        "authorize_connection": ("connections/{name}/authorize", ("GET",)),
+        "oauth_callback": ("oauth/callback", ("GET",)),
+        "openapi": ("openapi.json", ("GET",)),
         "health": ("health", ("GET",)),
     }
 
@@ -206,10 +219,11 @@ def test_segment_upload_ends_as_a_completed_run_in_the_results_container(indexed
 
 def test_zero_length_and_unwatched_blobs_start_nothing(indexed, app_env, blobs, sandbox):
     put_export(indexed, "watch", {**EXPORT, "segments": ["watched.csv"]}, sandbox.create_list("L"))
+    checked = sandbox.count("*", "/v3")  # saving the export looked the list up
     call(indexed, "segment_arrived", upload(blobs, app_env, "watched.csv", b""))
     call(indexed, "segment_arrived", upload(blobs, app_env, "other.csv", b"email\na@example.com\n"))
     assert report_of(blobs, app_env, "watch")[0] == []
-    assert sandbox.count("*", "/v3") == 0
+    assert sandbox.count("*", "/v3") == checked
 
 
 def test_an_unparseable_file_is_reported_not_retried(indexed, app_env, blobs, sandbox):
@@ -252,7 +266,6 @@ def test_cdm_partitions_wait_for_model_json(indexed, app_env, blobs, sandbox):
 
 @requires_sample
 def test_http_start_returns_202_and_the_status_url_shows_the_report(indexed, app_env, blobs, sandbox):
-    blobs.get_container_client(app_env["SEGMENTS_CONTAINER"]).create_container()
     upload(blobs, app_env, "contoso/Contact.csv", CONTACT_CSV.read_bytes())
     put_export(indexed, "contoso", EXPORT, sandbox.create_list("HTTP"))
     response = call(
@@ -366,6 +379,11 @@ def test_timer_completes_a_pending_run(indexed, app_env, blobs, monkeypatch):
         call(indexed, "segment_arrived", stream)
         reports, _ = report_of(blobs, app_env, "slow")
         assert reports[0]["status"] == "pending" and reports[0]["activities"][0]["state"] != "completed"
+        # one run at a time per export: a second start joins the pending run instead of sending again
+        again = call(indexed, "start_run", http("POST", "exports/slow/runs", route_params={"name": "slow"}))
+        joined = json.loads(again.get_body())
+        assert again.status_code == 202 and joined["already_running"] is True
+        assert (joined["run_id"], joined["status"]) == (reports[0]["run_id"], "pending")
         monkeypatch.setenv("CC_ACTIVITY_TIMEOUT_SECONDS", "30")
         functions.reset()
         call(indexed, "scheduled_exports", func.timer.TimerRequest(past_due=False))
@@ -374,6 +392,7 @@ def test_timer_completes_a_pending_run(indexed, app_env, blobs, monkeypatch):
         assert slow.count("POST", "/v3/activities/contacts_json_import") == 1  # resumed, not resubmitted
         state = blobs.get_container_client(app_env["STATE_CONTAINER"])
         assert [b.name for b in state.list_blobs(name_starts_with="active/")] == []
+        assert [b.name for b in state.list_blobs(name_starts_with="running/")] == []  # claim released
 
 
 # -- tokens across processes and Key Vault -------------------------------------------------------
@@ -446,6 +465,7 @@ def test_export_with_credentials_in_key_vault(azurite, sandbox, secret_store, tm
         )
         service = ExportService(app, secrets=secrets)
         ensure_containers(service)
+        service.connections.create(DEFAULT_CONNECTION)
         service.blob_service.get_container_client(app.segments_container).upload_blob(
             "c.csv", CONTACT_CSV.read_bytes()
         )

@@ -1,0 +1,1 @@
+"""Benchmark of the export pipeline: ``python -m bench`` (see bench/README.md)."""
