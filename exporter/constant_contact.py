@@ -315,6 +315,10 @@ class ActivityPoller:
     def done(self) -> bool:
         return self._status.get("state") in TERMINAL_STATES
 
+    def update(self, status: Mapping[str, Any]) -> None:
+        """A status obtained some other way (the activities list)."""
+        self._status = dict(status)
+
     def poll(self) -> dict[str, Any]:
         self._status = self._client.get_activity(self.activity_id)
         return self._status
@@ -334,7 +338,11 @@ class ActivityPoller:
 
 
 def wait_all(pollers: Sequence[ActivityPoller], *, timeout: float) -> Iterator[ActivityPoller]:
-    """Poll several activities round-robin (one request each per round) until all end or time runs out."""
+    """Poll several activities until all end or time runs out, yielding each as it ends.
+
+    With more than one pending, a round is one ``GET /activities?limit=500`` (the list carries each
+    activity's state and counts), so waiting for 50 imports costs one request a round instead of 50;
+    an activity missing from that page is polled on its own."""
     pending = [p for p in pollers if not p.done()]
     deadline = time.monotonic() + timeout
     settings = pollers[0]._client.settings if pollers else None
@@ -344,9 +352,16 @@ def wait_all(pollers: Sequence[ActivityPoller], *, timeout: float) -> Iterator[A
             yield poller
     while pending and time.monotonic() < deadline:
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        listed: dict[str, dict[str, Any]] = {}
+        if len(pending) > 1:
+            body = pending[0]._client.get_json("/activities", params={"limit": 500})
+            listed = {str(a.get("activity_id")): a for a in body.get("activities", []) if isinstance(a, dict)}
         still = []
         for poller in pending:
-            poller.poll()
+            if poller.activity_id in listed:
+                poller.update(listed[poller.activity_id])
+            else:
+                poller.poll()
             if poller.done():
                 yield poller
             else:

@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -48,8 +48,10 @@ from .readers import find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
 from .report import ActivityReport, RunReport, SegmentReport, new_run_id, utc_now
 from .snapshot import FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, fields_hash
-from .storage import ResultStore
 from .validation import check_row
+
+if TYPE_CHECKING:
+    from .storage import ResultStore
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings
 
 from .errors import ConfigError
@@ -350,6 +349,8 @@ def blob_service_client(
             "(authenticated with the managed identity / DefaultAzureCredential)"
         )
     # Built here, not at import: it probes the environment and is only needed for identity-based access.
+    from azure.identity import DefaultAzureCredential  # imported here: heavy, and only Azure needs it
+
     return BlobServiceClient(account_url, credential=DefaultAzureCredential(), **_CLIENT_OPTIONS)
 
 

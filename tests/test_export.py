@@ -131,6 +131,12 @@ def test_several_chunks_every_contact_once(tmp_path, sandbox, cc_client):
     assert report.status == "completed"
     assert [a.contacts for a in report.activities] == [400, 400, 250]
     assert imports(sandbox) == 3
+    # several activities are awaited with the activities list; every exchange matches the spec
+    assert any(r.method == "GET" and r.path == "/v3/activities" for r in sandbox.requests)
+    if SPEC_PATH.exists():
+        for exchange in sandbox.requests:
+            validate_request(exchange)
+            validate_response(exchange)
     assert sorted(m["email_address"] for m in sandbox.list_members(list_id)) == sorted(r[0] for r in rows)
 
 
