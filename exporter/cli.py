@@ -68,6 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="read, validate and report; send nothing")
     run.add_argument(
+        "--mode",
+        choices=("add_only", "mirror"),
+        default="add_only",
+        help="add_only (default) never removes; mirror removes from the list the contacts this export "
+        "added that left the segment",
+    )
+    run.add_argument(
+        "--full-sync", action="store_true", help="send every contact, not only new and changed ones"
+    )
+    run.add_argument(
+        "--allow-shrink", action="store_true", help="mirror: remove even if the segment shrank past the guard"
+    )
+    run.add_argument(
+        "--shrink-guard",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="mirror: no removals when the segment shrank by more than this share (default 0.5)",
+    )
+    run.add_argument(
+        "--consent-field",
+        metavar="NAME",
+        help="column whose value must be an explicit yes for a profile to go",
+    )
+    run.add_argument(
         "--sandbox",
         action="store_true",
         help="export to an in-process Constant Contact sandbox (no account needed)",
@@ -118,7 +143,16 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         fields=args.field,
     )
     request = ExportRequest(
-        segments=tuple(args.segment), list_id=args.list_id, mapping=mapping, dry_run=args.dry_run
+        segments=tuple(args.segment),
+        list_id=args.list_id,
+        mapping=mapping,
+        dry_run=args.dry_run,
+        mode=args.mode,
+        allow_shrink=args.allow_shrink,
+        shrink_guard=args.shrink_guard,
+        consent_field=args.consent_field,
+        # the in-process sandbox starts empty every time, so what an earlier run delivered is not there
+        full_sync=args.full_sync or args.sandbox,
     )
     files = LocalFiles()
     for path in request.segments:

@@ -158,3 +158,33 @@ def test_python_dash_m_entry_point(tmp_path):
         check=False,
     )
     assert done.returncode == 0 and "--email-field" in done.stdout
+
+
+def test_sync_options_reach_the_report(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_text("e,ok\na@example.com,Yes\nb@example.com,No\n", encoding="utf-8")
+    argv = [
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        LIST_ID,
+        "--email-field",
+        "e",
+        "--mode",
+        "mirror",
+        "--consent-field",
+        "ok",
+        "--results",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--json",
+    ]
+    code, out, _ = run_cli(*argv, "--sandbox")
+    report = json.loads(out)
+    assert code == 0 and report["sync"]["mode"] == "mirror" and report["sync"]["consent_excluded"] == 1
+    assert report["delivered"] == 1
+    code, out, _ = run_cli(*argv, "--sandbox")  # a fresh sandbox: everything is sent again
+    assert code == 0 and json.loads(out)["submitted"] == 1
+    code, _, err = run_cli(*argv[:-2], "--shrink-guard", "2")
+    assert code == 2 and "shrink_guard" in err
