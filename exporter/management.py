@@ -282,17 +282,9 @@ class Management:
         connection = self._connection(pending.connection)
         if connection.client_id != pending.client_id:
             raise ConflictError("the connection's client id changed during the authorization; start again")
-        with httpx.Client(timeout=30.0) as http:
-            tokens = exchange_code(
-                http,
-                self._token_url(),
-                client_id=connection.client_id,
-                client_secret=self.client_secret(connection),
-                code=code,
-                redirect_uri=pending.redirect_uri,
-                verifier=pending.verifier,
-            )
-        return self._connected(connection, who.user, tokens)
+        return self._redeem(
+            connection, who.user, code=code, redirect_uri=pending.redirect_uri, verifier=pending.verifier
+        )
 
     def authorize_device(
         self,
@@ -320,6 +312,12 @@ class Management:
         """Redeem a code obtained outside the API (the CLI's loopback redirect)."""
         who.require(ADMIN, "connecting a Constant Contact account")
         connection = self._connection(name)
+        return self._redeem(connection, who.user, code=code, redirect_uri=redirect_uri, verifier=verifier)
+
+    def _redeem(
+        self, connection: Connection, user: str, *, code: str, redirect_uri: str, verifier: str
+    ) -> Connection:
+        """Exchange an authorization code (PKCE) and store the tokens: the end of both code flows."""
         with httpx.Client(timeout=30.0) as http:
             tokens = exchange_code(
                 http,
@@ -330,7 +328,7 @@ class Management:
                 redirect_uri=redirect_uri,
                 verifier=verifier,
             )
-        return self._connected(connection, who.user, tokens)
+        return self._connected(connection, user, tokens)
 
     def _connected(self, connection: Connection, user: str, tokens: Tokens) -> Connection:
         try:

@@ -141,9 +141,13 @@ class ColumnPlan:
     fields: tuple[tuple[str, int, str, int], ...]
     email_column: str
     width: int = field(init=False)  # columns a row needs; computed once, read for every row
+    texts: tuple[tuple[str, int, int], ...] = field(init=False)  # (CC field, index, max length)
+    dates: tuple[tuple[str, int], ...] = field(init=False)  # (CC field, index)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "width", 1 + max([self.email_index, *(i for _, i, _, _ in self.fields)]))
+        object.__setattr__(self, "texts", tuple((t, i, m) for t, i, _, m in self.fields if m))
+        object.__setattr__(self, "dates", tuple((t, i) for t, i, _, m in self.fields if not m))
 
 
 def resolve(mapping: DataMapping, columns: Sequence[str], *, source: str) -> ColumnPlan:

@@ -13,6 +13,7 @@ activity exists.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import logging
 import re
@@ -337,6 +338,10 @@ class Exporter:
         builder = SnapshotBuilder()
         remember = builder.add
         sample: list[dict[str, Any]] = []
+        # The loop allocates a few objects a row and frees them all (no cycles): the cyclic collector
+        # would only walk them again and again. Measured: 10% of a 1M-profile prepare.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             for path in request.segments:
                 seg_report = SegmentReport(name=path.rstrip("/").rsplit("/", 1)[-1], path=path)
@@ -409,6 +414,8 @@ class Exporter:
                             self._spool(done, prepared)
                     seg_report.received += received - table_start
         finally:  # a file that fails half-way still reports what was read
+            if gc_was_enabled:
+                gc.enable()
             report.received, report.valid, report.rejected = received, valid, rejected
             report.duplicates = duplicates
         seen.clear()  # before the snapshot sort needs its memory

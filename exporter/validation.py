@@ -125,18 +125,20 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
     """Turn one row into an import_data item, or reject it. Pure; the hot path of every export."""
     if len(values) < plan.width:
         values = values + [""] * (plan.width - len(values))
-    email, problem = check_email(values[plan.email_index], max_length=rules.email_max_length)
-    if problem is not None:
-        return Checked(None, None, (problem,))
+    raw_email = values[plan.email_index]
+    email = raw_email.strip().lower()
+    # Fast path: the pattern only matches ASCII, and at 64 characters or less no part can be too long.
+    if not (len(email) <= 64 and len(email) <= rules.email_max_length and EMAIL_RE.fullmatch(email)):
+        checked_email, problem = check_email(raw_email, max_length=rules.email_max_length)
+        if problem is not None or checked_email is None:
+            return Checked(None, None, (problem,) if problem else ())
+        email = checked_email
     contact: dict[str, object] = {"email": email}
     issues: list[Issue] = []
     rejected = False
-    for target, index, _column, max_length in plan.fields:
+    for target, index, max_length in plan.texts:
         raw = values[index]
         if not raw:
-            continue
-        if max_length == 0:
-            _put_date(contact, target, raw, issues)
             continue
         value = " ".join(raw.split())  # trims and folds embedded newlines/tabs into single spaces
         if not value:
@@ -159,6 +161,10 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
                 rejected = True
                 continue
         contact[target] = value
+    for target, index in plan.dates:
+        raw = values[index]
+        if raw:
+            _put_date(contact, target, raw, issues)
     if not issues:
         return Checked(contact, email, ())
     if rejected:
