@@ -7,7 +7,7 @@ instance sees the same configuration. Validation errors name the field, so an AP
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from croniter import croniter
 
 from .errors import ConfigError
 from .mapping import DataMapping
-from .pipeline import ExportRequest
+from .pipeline import ExportRequest, SyncMode
 from .storage import ResultStore
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -48,6 +48,40 @@ def previous_fire(schedule: str, now: datetime) -> datetime:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SyncOptions:
+    """How an export keeps its list in step (see README, "Sync modes")."""
+
+    mode: SyncMode = "add_only"
+    shrink_guard: float = 0.5
+    consent_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("add_only", "mirror"):
+            raise ConfigError("mode must be add_only or mirror")
+        if not 0.0 <= self.shrink_guard <= 1.0:
+            raise ConfigError("shrink_guard is a share between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "shrink_guard": self.shrink_guard, "consent_field": self.consent_field}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SyncOptions:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict) or set(data) - {"mode", "shrink_guard", "consent_field"}:
+            raise ConfigError("an object with mode (add_only|mirror), shrink_guard (0..1), consent_field")
+        guard = data.get("shrink_guard", 0.5)
+        consent = data.get("consent_field")
+        if isinstance(guard, bool) or not isinstance(guard, int | float):
+            raise ConfigError("shrink_guard is a share between 0 and 1")
+        if consent is not None and not isinstance(consent, str):
+            raise ConfigError("consent_field is a column name")
+        return cls(
+            mode=data.get("mode", "add_only"), shrink_guard=float(guard), consent_field=consent or None
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExportConfig:
     name: str
     list_id: str
@@ -56,6 +90,7 @@ class ExportConfig:
     schedule: str | None = None
     enabled: bool = True
     connection: str = "default"
+    sync: SyncOptions = field(default_factory=lambda: SyncOptions())
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
@@ -77,13 +112,25 @@ class ExportConfig:
         if errors:
             raise FieldErrors(errors)
 
-    def request(self, *, dry_run: bool = False, segments: tuple[str, ...] | None = None) -> ExportRequest:
+    def request(
+        self,
+        *,
+        dry_run: bool = False,
+        segments: tuple[str, ...] | None = None,
+        full_sync: bool = False,
+        allow_shrink: bool = False,
+    ) -> ExportRequest:
         return ExportRequest(
             segments=segments or self.segments,
             list_id=self.list_id,
             mapping=self.mapping,
             dry_run=dry_run,
             export_name=self.name,
+            mode=self.sync.mode,
+            shrink_guard=self.sync.shrink_guard,
+            consent_field=self.sync.consent_field,
+            full_sync=full_sync,
+            allow_shrink=allow_shrink,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +142,7 @@ class ExportConfig:
             "schedule": self.schedule,
             "enabled": self.enabled,
             "connection": self.connection,
+            "sync": self.sync.to_dict(),
         }
 
     @classmethod
@@ -130,9 +178,15 @@ class ExportConfig:
         connection = data.get("connection") or "default"
         if not isinstance(connection, str) or not _NAME.match(connection):
             errors["connection"] = "the name of a connection (lower-case letters, digits and dashes)"
+        sync = SyncOptions()
+        try:
+            sync = SyncOptions.from_dict(data.get("sync"))
+        except ConfigError as exc:
+            errors["sync"] = str(exc)
         if errors or mapping is None:
             raise FieldErrors(errors)
         return cls(
+            sync=sync,
             name=str(data.get("name") or ""),
             list_id=str(data.get("list_id") or ""),
             mapping=mapping,

@@ -146,10 +146,13 @@ def start_run(req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
         if not isinstance(body, dict):
             raise ConfigError("the request body must be a JSON object")
-        dry_run = body.get("dry_run", False)
-        if not isinstance(dry_run, bool):
-            raise FieldErrors({"dry_run": "must be true or false"})
-        handle = management().start_run(who, name, dry_run=dry_run, trigger="http", background=True)
+        options = {key: body.get(key, False) for key in ("dry_run", "full_sync", "allow_shrink")}
+        wrong = {
+            key: "must be true or false" for key, value in options.items() if not isinstance(value, bool)
+        }
+        if wrong:
+            raise FieldErrors(wrong)
+        handle = management().start_run(who, name, **options, trigger="http", background=True)
         status_url = f"{_base_url(req)}/api/exports/{name}/runs/{handle.run_id}"
         return _json(
             {

@@ -459,13 +459,22 @@ class Management:
         name: str,
         *,
         dry_run: bool = False,
+        full_sync: bool = False,
+        allow_shrink: bool = False,
         trigger: str = "http",
         background: bool = True,
     ) -> RunHandle:
         who.require(CONTRIBUTOR, "running exports")
         config = self.service.export(name)
         self._require_use(who, config.connection, f"running export {name!r}")
-        return self.service.start_run(name, dry_run=dry_run, trigger=trigger, background=background)
+        return self.service.start_run(
+            name,
+            dry_run=dry_run,
+            full_sync=full_sync,
+            allow_shrink=allow_shrink,
+            trigger=trigger,
+            background=background,
+        )
 
     def list_runs(self, who: Principal, name: str, *, limit: int = 20) -> list[dict[str, Any]]:
         who.require(VIEWER, "reading runs")

@@ -174,6 +174,16 @@ def _schemas() -> dict[str, Any]:
         "segments": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "schedule": {**_TEXT_OR_NULL, "description": "6-field NCRONTAB, UTC, e.g. '0 0 6 * * *'."},
         "enabled": {"type": "boolean"},
+        "sync": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "add_only never removes; mirror removes leavers this export added (see README).",
+            "properties": {
+                "mode": {"type": "string", "enum": ["add_only", "mirror"]},
+                "shrink_guard": {"type": "number", "minimum": 0, "maximum": 1},
+                "consent_field": _TEXT_OR_NULL,
+            },
+        },
     }
     run_summary: dict[str, Any] = {
         "type": "object",
@@ -260,7 +270,11 @@ def _schemas() -> dict[str, Any]:
         },
         "RunStart": {
             "type": "object",
-            "properties": {"dry_run": {"type": "boolean", "default": False}},
+            "properties": {
+                "dry_run": {"type": "boolean", "default": False},
+                "full_sync": {"type": "boolean", "default": False},
+                "allow_shrink": {"type": "boolean", "default": False},
+            },
         },
         "RunStarted": {
             "type": "object",

@@ -209,6 +209,8 @@ class ExportService:
         *,
         dry_run: bool = False,
         segments: tuple[str, ...] | None = None,
+        full_sync: bool = False,
+        allow_shrink: bool = False,
         trigger: str = "http",
         background: bool = False,
     ) -> RunHandle:
@@ -219,7 +221,9 @@ class ExportService:
         if not config.enabled:
             raise ConfigError(f"export {name!r} is disabled")
         self.check_connection_ready(config.connection, dry_run=dry_run)
-        request = config.request(dry_run=dry_run, segments=segments)
+        request = config.request(
+            dry_run=dry_run, segments=segments, full_sync=full_sync, allow_shrink=allow_shrink
+        )
         exporter = self.exporter(config.connection, dry_run=dry_run)
         report = exporter.new_report(request, run_id=new_run_id(self._clock()), trigger=trigger)
         if not dry_run:

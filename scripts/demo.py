@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def main() -> int:
             if not any(f.get("name") == "loyalty_tier" for f in client.custom_fields()):
                 client.post_json("/contact_custom_fields", {"label": "loyalty tier", "type": "string"})
             print(f"list {LIST_NAME!r}: {list_id}\n")
+            # The sandbox, like Constant Contact, allows 4 requests a second per application across all
+            # processes: let this script's own calls leave the window before the export starts.
+            time.sleep(1.1)
 
             results = ROOT / "results" / "demo"
             env = dict(
@@ -140,6 +144,7 @@ def main() -> int:
             print_report(report)
 
             print("\nreading the list back from the sandbox (contact_exports) ...")
+            time.sleep(1.1)
             export = client.begin_contact_export([list_id]).result(timeout=120)
             csv_text = client.download_export(export).decode("utf-8")
             on_list = max(0, len([line for line in csv_text.splitlines() if line.strip()]) - 1)

@@ -217,6 +217,26 @@ def test_segment_upload_ends_as_a_completed_run_in_the_results_container(indexed
     assert len(report_of(blobs, app_env, "contoso")[0]) == 1
 
 
+def test_a_mirror_export_configured_over_http_removes_the_leaver(indexed, app_env, blobs, sandbox):
+    list_id = sandbox.create_list("Mirror")
+    sandbox.add_contact("form@example.com", list_ids=[list_id])  # a sign-up form's member
+    config = {**EXPORT, "segments": ["m.csv"], "sync": {"mode": "mirror", "shrink_guard": 0.5}}
+    saved = put_export(indexed, "mirror", config, list_id)
+    assert saved.status_code == 200 and json.loads(saved.get_body())["sync"]["mode"] == "mirror"
+    header = b"EMail,FirstName,LastName,Occupation\n"
+    day1 = header + b"a@example.com,A,A,X\nb@example.com,B,B,X\nc@example.com,C,C,X\n"
+    call(indexed, "segment_arrived", upload(blobs, app_env, "m.csv", day1))
+    day2 = header + b"a@example.com,A,A,X\nb@example.com,B,B,X\n"
+    call(indexed, "segment_arrived", upload(blobs, app_env, "m.csv", day2))  # a new version of the blob
+    reports, _ = report_of(blobs, app_env, "mirror")
+    assert [r["status"] for r in reports] == ["completed", "completed"]
+    assert reports[1]["sync"]["removed"] == 1 and reports[1]["submitted"] == 0
+    members = sorted(m["email_address"] for m in sandbox.list_members(list_id))
+    assert members == ["a@example.com", "b@example.com", "form@example.com"]
+    bad = put_export(indexed, "mirror", {**config, "sync": {"mode": "sideways"}}, list_id)
+    assert bad.status_code == 400 and "sync" in json.loads(bad.get_body())["fields"]
+
+
 def test_zero_length_and_unwatched_blobs_start_nothing(indexed, app_env, blobs, sandbox):
     put_export(indexed, "watch", {**EXPORT, "segments": ["watched.csv"]}, sandbox.create_list("L"))
     checked = sandbox.count("*", "/v3")  # saving the export looked the list up

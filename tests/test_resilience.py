@@ -162,3 +162,29 @@ def test_expired_token_mid_run_is_refreshed_once(tmp_path, sandbox, cc_client):
     report = exporter.run(request)
     assert_exactly_once(sandbox, request, report)
     assert report.token_refreshes == 2
+
+
+def test_read_timeout_is_retried_and_the_list_still_holds_everyone_once(tmp_path, sandbox, cc_client):
+    from exporter.constant_contact import ConstantContactClient
+
+    impatient = ConstantContactClient(replace(cc_client.settings, timeout_seconds=0.5), cc_client.tokens)
+    sandbox.faults.delay(1.0, path=IMPORTS, times=1)
+    request = request_for(tmp_path, sandbox)
+    report = make(tmp_path, impatient).run(request)
+    assert_exactly_once(sandbox, request, report)
+    # The timed-out request was still processed by the server (as a real one would be): the retry is
+    # the only way to know the chunk arrived, at the cost of one duplicate import of the same contacts.
+    assert sandbox.count("POST", IMPORTS) == 5 + 1 and report.retries >= 1
+
+
+def test_a_stuck_activity_leaves_the_run_pending_and_the_rest_delivered(tmp_path, sandbox, cc_client):
+    sandbox.faults.activities("stuck", times=1, path=IMPORTS)
+    fast = replace(
+        Settings(chunks=ChunkLimits(max_contacts=10)),
+        api=replace(cc_client.settings, activity_timeout_seconds=1.0),
+    )
+    request = request_for(tmp_path, sandbox)
+    report = make(tmp_path, cc_client, settings=fast).run(request)
+    assert report.status == "pending" and report.delivered is None
+    assert [a.state for a in report.activities].count("completed") == 4
+    assert len(on_list(sandbox, request.list_id)) == 35  # the four finished chunks
