@@ -67,8 +67,13 @@ def sample_file() -> Path:
     if not CACHE.is_file():
         print(f"downloading the Contoso sample from {PUBLIC_URL}")
         CACHE.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(PUBLIC_URL, timeout=60) as response:
-            CACHE.write_bytes(response.read())
+        try:
+            with urllib.request.urlopen(PUBLIC_URL, timeout=60) as response:  # noqa: S310 (a fixed https URL)
+                CACHE.write_bytes(response.read())
+        except OSError as exc:
+            raise SystemExit(
+                f"could not download the sample ({exc}); put Contact.csv at {SHARED_SAMPLE} or {CACHE}"
+            ) from None
     return CACHE
 
 
