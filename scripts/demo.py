@@ -68,7 +68,7 @@ def sample_file() -> Path:
         print(f"downloading the Contoso sample from {PUBLIC_URL}")
         CACHE.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with urllib.request.urlopen(PUBLIC_URL, timeout=60) as response:  # noqa: S310 (a fixed https URL)
+            with urllib.request.urlopen(PUBLIC_URL, timeout=60) as response:
                 CACHE.write_bytes(response.read())
         except OSError as exc:
             raise SystemExit(
