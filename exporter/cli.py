@@ -12,9 +12,11 @@ import argparse
 import contextlib
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TextIO
 
 from . import cli_manage
@@ -88,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="mirror: no removals when the segment shrank by more than this share (default 0.5)",
     )
     run.add_argument(
+        "--encoding", metavar="NAME", help="CSV encoding, e.g. cp1252 (default: UTF-8, BOM detected)"
+    )
+    run.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter (default: detected among , ; tab |)")
+    run.add_argument(
         "--consent-field",
         metavar="NAME",
         help="column whose value must be an explicit yes for a profile to go",
@@ -105,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    resume = sub.add_parser(
+        "resume",
+        help="finish a pending run (exit code 3 earlier)",
+        description="Finish a run that was left pending (waiting on Constant Contact or its daily quota): "
+        "nothing already submitted is sent again.",
+    )
+    resume.add_argument("--run-id", required=True, help="the run_id of the pending run")
+    resume.add_argument("--results", default="results", metavar="DIR", help="the results folder of that run")
+    resume.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     cli_manage.add_parsers(sub)
     return parser
 
@@ -128,6 +143,8 @@ def main(
     try:
         if args.command in ("connections", "exports"):
             return cli_manage.run(args, out, err, stdin)
+        if args.command == "resume":
+            return _resume(args, out, err)
         return _run(args, out, err)
     except ConfigError as exc:
         print(f"error: {exc}", file=err)
@@ -151,6 +168,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         allow_shrink=args.allow_shrink,
         shrink_guard=args.shrink_guard,
         consent_field=args.consent_field,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
         # the in-process sandbox starts empty every time, so what an earlier run delivered is not there
         full_sync=args.full_sync or args.sandbox,
     )
@@ -158,17 +177,55 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for path in request.segments:
         if not files.exists(path):
             raise ConfigError(f"segment {path!r} not found")
+    results = _results_store(args.results)
     started = time.monotonic()
 
     def progress(message: str) -> None:
         if not args.quiet:
             print(f"[{time.monotonic() - started:6.1f}s] {message}", file=err, flush=True)
 
-    with _constant_contact(settings, args, request) as (settings, client):
+    with (
+        _constant_contact(settings, args, request) as (settings, client),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        # A sandbox run keeps its snapshot and checkpoints in a throwaway folder: what it "delivered" to
+        # an in-process sandbox must never make a later real run skip those contacts.
+        state = LocalResultStore(tmp) if args.sandbox else results
         exporter = Exporter(
-            settings, files=files, results=LocalResultStore(args.results), client=client, progress=progress
+            settings, files=files, results=results, state=state, client=client, progress=progress
         )
         report = exporter.run(request)
+    return _print(report, args, out)
+
+
+def _resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Finish a pending run of an earlier `run` (same --results folder, same credentials)."""
+    settings = Settings.from_env()
+    results = _results_store(args.results)
+    args.sandbox, args.dry_run = False, False
+    with _constant_contact(settings, args, None) as (settings, client):
+        exporter = Exporter(settings, files=LocalFiles(), results=results, client=client)
+        report = exporter.resume(f"runs/{args.run_id}")
+    if report is None:
+        raise ConfigError(f"no run {args.run_id!r} under {args.results}/runs")
+    return _print(report, args, out)
+
+
+def _results_store(folder: str) -> LocalResultStore:
+    """The results folder, created and checked before any work (a bad path is a usage error)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--results {folder!r} is not a folder this user can write to ({exc.strerror})"
+        ) from None
+    return LocalResultStore(folder)
+
+
+def _print(report: RunReport, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(report.to_json().decode("utf-8") + "\n")
     else:
@@ -188,14 +245,14 @@ def exit_code(report: RunReport) -> int:
 
 @contextlib.contextmanager
 def _constant_contact(
-    settings: Settings, args: argparse.Namespace, request: ExportRequest
+    settings: Settings, args: argparse.Namespace, request: ExportRequest | None
 ) -> Iterator[tuple[Settings, ConstantContactClient | None]]:
     """The API client for this run: none for a dry run, an in-process sandbox with --sandbox, else the real
     API with credentials from the configured secret store."""
     if args.dry_run:
         yield settings, None
         return
-    if not args.sandbox:
+    if not args.sandbox or request is None:
         secrets = secret_store_from_settings(settings)
         yield settings, _client(settings, secrets)
         return

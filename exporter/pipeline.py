@@ -81,6 +81,8 @@ class ExportRequest:
     allow_shrink: bool = False
     shrink_guard: float = 0.5
     consent_field: str | None = None  # a column whose "no" keeps a profile out of the export
+    encoding: str | None = None  # CSV encoding when not UTF-8 (CDM folders say theirs in model.json)
+    delimiter: str | None = None
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -107,6 +109,8 @@ class ExportRequest:
             "allow_shrink": self.allow_shrink,
             "shrink_guard": self.shrink_guard,
             "consent_field": self.consent_field,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
         }
 
     @classmethod
@@ -128,6 +132,8 @@ class ExportRequest:
             allow_shrink=bool(data.get("allow_shrink")),
             shrink_guard=float(data.get("shrink_guard", 0.5)),
             consent_field=data.get("consent_field"),
+            encoding=data.get("encoding"),
+            delimiter=data.get("delimiter"),
         )
 
     @property
@@ -283,6 +289,13 @@ class Exporter:
                 self._write_report(report)
                 return None
             if request.dry_run or (not prepared.chunks and not self._removals_due(report)):
+                if not request.dry_run and self.client is not None:
+                    try:  # nothing to send, but a list that does not exist is still an error to report
+                        self._check_target(self.client, request)
+                    except ExporterError as exc:
+                        self._record_error(report, exc)
+                        self._write_report(report)
+                        return None
                 report.status = "completed"
                 report.delivered = None if request.dry_run else 0
                 if not request.dry_run and prepared.snapshot is not None:
@@ -346,7 +359,9 @@ class Exporter:
             for path in request.segments:
                 seg_report = SegmentReport(name=path.rstrip("/").rsplit("/", 1)[-1], path=path)
                 report.segments.append(seg_report)  # before opening: a file that cannot be read is named too
-                segment = open_segment(self.files, path)
+                segment = open_segment(
+                    self.files, path, encoding=request.encoding, delimiter=request.delimiter
+                )
                 seg_report.name, seg_report.tables = segment.name, len(segment.tables)
                 for table in segment.tables:
                     plan = resolve(request.mapping, table.columns, source=table.source)
@@ -354,6 +369,7 @@ class Exporter:
                     table_no = len(sources) << 32
                     sources.append(source)
                     consent = _consent_column(request, table.columns, source)
+                    width = len(table.columns)
                     table_start = received
                     for row, values in table.rows():
                         received += 1
@@ -365,6 +381,17 @@ class Exporter:
                             )
                         if received % PROGRESS_EVERY_ROWS == 0:
                             self._progress(f"read {received:,} rows, {len(seen):,} contacts")
+                        if len(values) > width and any(v.strip() for v in values[width:]):
+                            rejected += 1  # a comma inside an unquoted value shifts every later column
+                            rejects.add(
+                                source,
+                                row,
+                                "row",
+                                "extra_cells",
+                                f"the row has {len(values)} cells, the header {width}",
+                                ",".join(values),
+                            )
+                            continue
                         checked = check(values, plan, rules)
                         email = checked.key
                         if checked.issues:

@@ -110,11 +110,14 @@ class TokenProvider:
         if not client_id or not client_secret:
             raise ConfigError(
                 f"Constant Contact client id/secret not found (secrets {self._names.client_id!r}, "
-                f"{self._names.client_secret!r}); store your application's API key and secret first"
+                f"{self._names.client_secret!r}, or CC_CLIENT_ID and CC_CLIENT_SECRET with "
+                "EXPORTER_SECRET_STORE=env); store your application's API key and secret first"
             )
         if not refresh_token:
-            raise AuthorizationError(
-                f"no refresh token stored under {self._names.refresh_token!r}: authorize the connection once"
+            variable = self._names.refresh_token.upper().replace("-", "_")
+            raise ConfigError(
+                f"no refresh token stored (secret {self._names.refresh_token!r}, or {variable} with "
+                "EXPORTER_SECRET_STORE=env): authorize the connection once"
             )
         try:
             body = self._token_request(client_id, client_secret, refresh_token)

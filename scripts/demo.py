@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,10 @@ def main() -> int:
                 "--json",
             ]
             print(
-                "$ python -m exporter run --segment Contact.csv --list-id", list_id, " ".join(MAPPING), "\n"
+                "$ python -m exporter run --segment Contact.csv --list-id",
+                list_id,
+                " ".join(shlex.quote(a) for a in MAPPING),
+                "\n",
             )
             done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False)
             if done.returncode not in (0,):

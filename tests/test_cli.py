@@ -188,3 +188,118 @@ def test_sync_options_reach_the_report(tmp_path):
     assert code == 0 and json.loads(out)["submitted"] == 1
     code, _, err = run_cli(*argv[:-2], "--shrink-guard", "2")
     assert code == 2 and "shrink_guard" in err
+
+
+def test_a_sandbox_run_never_makes_a_later_real_run_skip_contacts(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_text("e\na@example.com\n", encoding="utf-8")
+    common = [
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        LIST_ID,
+        "--email-field",
+        "e",
+        "--results",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--json",
+    ]
+    assert run_cli(*common, "--sandbox")[0] == 0
+    assert not list((tmp_path / "r").rglob("snapshot.bin"))  # sandbox state stayed in a throwaway folder
+    code, out, _ = run_cli(*common, "--dry-run")
+    assert code == 0 and json.loads(out)["sync"]["creates"] == 1
+
+
+def test_a_results_path_that_cannot_be_written_is_a_usage_error(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_text("e\na@example.com\n", encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        LIST_ID,
+        "--email-field",
+        "e",
+        "--dry-run",
+        "--results",
+        str(blocker),
+    )
+    assert code == 2 and "--results" in err and "Traceback" not in err
+
+
+def test_rows_with_extra_cells_are_rejected_and_encoding_can_be_given(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_bytes(
+        "email,name\na@example.com,Zoë\nb@example.com,Smith, John\nc@example.com,Ann,,\n".encode("cp1252")
+    )
+    code, out, _ = run_cli(
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        LIST_ID,
+        "--email-field",
+        "email",
+        "--first-name-field",
+        "name",
+        "--encoding",
+        "cp1252",
+        "--dry-run",
+        "--results",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--json",
+    )
+    report = json.loads(out)
+    assert code == 0 and (report["rejected"], report["submitted"] + report["sync"]["creates"]) == (1, 2)
+    rejects = (Path(report["rejects_file"])).read_text(encoding="utf-8")
+    assert "extra_cells" in rejects and ",3," in rejects  # row 3: "Smith, John" shifted a column
+
+
+def test_resume_finishes_a_pending_run_without_resending(tmp_path, sandbox, secret_store, monkeypatch):
+    from exporter.secrets import FileSecretStore, SecretNames
+
+    names = SecretNames()
+    store = FileSecretStore(tmp_path / "secrets.json")
+    for name in (names.client_id, names.client_secret, names.refresh_token):
+        store.set(name, secret_store.get(name))
+    for key, value in {
+        "EXPORTER_SECRETS_FILE": str(tmp_path / "secrets.json"),
+        "CC_API_BASE_URL": sandbox.api_base_url,
+        "CC_OAUTH_BASE_URL": sandbox.oauth_base_url,
+        "CC_POLL_INTERVAL_SECONDS": "0.05",
+        "CC_POLL_INTERVAL_MAX_SECONDS": "0.1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    list_id = sandbox.create_list("Resume")
+    seg = tmp_path / "s.csv"
+    seg.write_text("e\na@example.com\nb@example.com\n", encoding="utf-8")
+    sandbox.faults.quota_exceeded(path="/v3/activities/contacts_json_import", times=None)
+    code, out, _ = run_cli(
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        list_id,
+        "--email-field",
+        "e",
+        "--results",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--json",
+    )
+    assert code == 3
+    run_id = json.loads(out)["run_id"]
+    sandbox.faults.clear()
+    code, out, _ = run_cli("resume", "--run-id", run_id, "--results", str(tmp_path / "r"), "--json")
+    assert code == 0 and json.loads(out)["delivered"] == 2
+    assert sorted(m["email_address"] for m in sandbox.list_members(list_id)) == [
+        "a@example.com",
+        "b@example.com",
+    ]
+    assert run_cli("resume", "--run-id", "nope", "--results", str(tmp_path / "r"))[0] == 2

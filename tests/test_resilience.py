@@ -174,7 +174,9 @@ def test_read_timeout_is_retried_and_the_list_still_holds_everyone_once(tmp_path
     assert_exactly_once(sandbox, request, report)
     # The timed-out request was still processed by the server (as a real one would be): the retry is
     # the only way to know the chunk arrived, at the cost of one duplicate import of the same contacts.
-    assert sandbox.count("POST", IMPORTS) == 5 + 1 and report.retries >= 1
+    # (a retry landing in the same second as the late original may meet a real 429 and wait it out)
+    answered = [r.status for r in sandbox.requests if r.path == IMPORTS and r.status != 429]
+    assert len(answered) == 5 + 1 and report.retries >= 1
 
 
 def test_a_stuck_activity_leaves_the_run_pending_and_the_rest_delivered(tmp_path, sandbox, cc_client):

@@ -145,7 +145,7 @@ def test_missing_credentials_are_a_configuration_error(sandbox):
     store = MemorySecretStore(
         {NAMES.client_id: DEFAULT_CLIENT_ID, NAMES.client_secret: DEFAULT_CLIENT_SECRET}
     )
-    with pytest.raises(AuthorizationError, match="authorize the connection once"):
+    with pytest.raises(ConfigError, match=r"CC_REFRESH_TOKEN with EXPORTER_SECRET_STORE=env.*authorize"):
         provider(sandbox, store).access_token()
     bad = MemorySecretStore(
         {
