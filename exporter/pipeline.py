@@ -265,8 +265,7 @@ class Exporter:
         return report
 
     def load_checkpoint(self, run_folder: str) -> Checkpoint | None:
-        raw = self.state.get_bytes(f"{run_folder}/state.json")
-        return Checkpoint.from_json(raw) if raw else None
+        return read_checkpoint(self.state, run_folder)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         folder = run_folder(checkpoint.report)
@@ -863,6 +862,12 @@ class Exporter:
         path = f"{run_folder(report)}/report.json"
         report.report_file = self.results.location(path)
         self.results.put_bytes(path, report.to_json(), content_type="application/json")
+
+
+def read_checkpoint(store: ResultStore, folder: str) -> Checkpoint | None:
+    """The checkpoint of the run in ``folder`` (``<folder>/state.json``), or None."""
+    raw = store.get_bytes(f"{folder}/state.json")
+    return Checkpoint.from_json(raw) if raw else None
 
 
 def _observe(report: RunReport) -> None:

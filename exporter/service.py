@@ -31,7 +31,7 @@ from .constant_contact import ConstantContactClient
 from .errors import ConfigError
 from .exports import ExportConfig, ExportStore, previous_fire
 from .leases import BlobLeaseLock
-from .pipeline import Checkpoint, Exporter, ExportRequest, run_folder
+from .pipeline import Checkpoint, Exporter, ExportRequest, read_checkpoint, run_folder
 from .report import RunReport, new_run_id, utc_now
 from .secrets import SecretStore, secret_store_from_settings
 from .storage import BlobResultStore, blob_service_client
@@ -278,9 +278,7 @@ class ExportService:
             if current is not None:
                 data, etag = current
                 holder = str(orjson.loads(data).get("run_id", ""))
-                checkpoint = self.exporter("default", dry_run=True).load_checkpoint(
-                    f"exports/{name}/runs/{holder}"
-                )
+                checkpoint = read_checkpoint(self.state, f"exports/{name}/runs/{holder}")
                 if checkpoint is not None and checkpoint.report.status not in ("completed", "failed"):
                     return RunHandle(name, holder, checkpoint.report.status, already_running=True)
             claim = orjson.dumps({"run_id": run_id, "at": utc_now()})
@@ -358,7 +356,7 @@ class ExportService:
         for path in self.state.list(ACTIVE_PREFIX):
             marker = orjson.loads(self.state.get_bytes(path) or b"{}")
             folder = str(marker.get("folder", ""))
-            checkpoint = self.exporter("default").load_checkpoint(folder) if folder else None
+            checkpoint = read_checkpoint(self.state, folder) if folder else None
             if checkpoint is None:
                 self.state.delete(path)
                 continue
