@@ -113,16 +113,30 @@ class RunReport:
             f"  received   {self.received:>9,}  rows from {len(self.segments)} segment(s)",
             f"  rejected   {self.rejected:>9,}  (see rejects file)",
             f"  duplicates {self.duplicates:>9,}  (same email earlier in the export; first one kept)",
-            f"  submitted  {self.submitted:>9,}  contacts in {self.chunks} import request(s)",
+            f"  submitted  {self.submitted:>9,}  contacts in {self.chunks} import request(s)"
+            if not self.dry_run
+            else f"  would send {sum(a.contacts for a in self.activities):>9,}  contacts in {self.chunks} "
+            "import request(s)",
         ]
         if not self.dry_run:
             lines.append(f"  refused    {self.refused_by_constant_contact:>9,}  by Constant Contact")
             lines.append(f"  unsubscribed, not re-added {self.not_added_unsubscribed:,}")
             delivered = "unknown yet" if self.delivered is None else f"{self.delivered:,}"
             lines.append(f"  delivered  {delivered:>9}  to list {self.list_id}")
+        if self.sync:
+            sync = self.sync
+            removals = sync.get("removed", sync.get("removals_planned", 0))
+            lines.append(
+                f"  sync ({sync.get('mode')}): {sync.get('creates', 0):,} new, {sync.get('updates', 0):,} changed, "
+                f"{sync.get('unchanged', 0):,} unchanged, {sync.get('leavers', 0):,} left the segment, "
+                f"{removals:,} removal(s)"
+            )
+            for key in ("note", "removals_skipped"):
+                if sync.get(key):
+                    lines.append(f"  {sync[key]}")
         for warning, count in sorted(self.field_warnings.items()):
             lines.append(f"  note: {count:,} x {warning}")
-        for act in self.activities:
+        for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"
                 + (f" id {act.activity_id}" if act.activity_id else "")
