@@ -189,7 +189,15 @@ class KeyVaultSecretStore:
         return str(value) if value is not None else None
 
     def set(self, name: str, value: str) -> None:
-        self._client.set_secret(check_name(name), value, content_type="text/plain")
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._client.set_secret(check_name(name), value, content_type="text/plain")
+        except ResourceExistsError:
+            # The name belongs to a soft-deleted secret (a connection deleted and created again): with
+            # purge protection it cannot be purged, so recover it and write the new value over it.
+            self._client.begin_recover_deleted_secret(name).wait()
+            self._client.set_secret(name, value, content_type="text/plain")
 
     def delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -329,6 +329,12 @@ def test_store_through_an_injected_client(vault: LocalKeyVault, client: SecretCl
     assert any(r.path == "/deletedsecrets/cc-refresh-token" and r.status == 200 for r in vault.requests)
     store.delete("cc-refresh-token")  # already gone: no error
 
+    # Created again (a connection deleted and re-created): the soft-deleted name is recovered, then set.
+    store.set("cc-refresh-token", "r3")
+    assert store.get("cc-refresh-token") == "r3"
+    assert "cc-refresh-token" not in vault.deleted_secrets
+    assert any(r.path.endswith("/deletedsecrets/cc-refresh-token/recover") for r in vault.requests)
+
 
 def test_store_builds_its_own_client_from_a_credential(vault: LocalKeyVault) -> None:
     """With credential= the store makes its SecretClient; locally that needs the CA and no resource check."""
