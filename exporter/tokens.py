@@ -107,11 +107,11 @@ class TokenProvider:
         client_id = self._secrets.get(self._names.client_id)
         client_secret = self._secrets.get(self._names.client_secret)
         refresh_token = self._secrets.get(self._names.refresh_token)
-        if not client_id or not client_secret:
+        if not client_id:
             raise ConfigError(
                 f"Constant Contact client id/secret not found (secrets {self._names.client_id!r}, "
                 f"{self._names.client_secret!r}, or CC_CLIENT_ID and CC_CLIENT_SECRET with "
-                "EXPORTER_SECRET_STORE=env); store your application's API key and secret first"
+                "EXPORTER_SECRET_STORE=env); store your application's API key (and secret) first"
             )
         if not refresh_token:
             variable = self._names.refresh_token.upper().replace("-", "_")
@@ -140,7 +140,9 @@ class TokenProvider:
         self._cached = (access, expires_at)
         return access
 
-    def _token_request(self, client_id: str, client_secret: str, refresh_token: str) -> dict[str, object]:
+    def _token_request(
+        self, client_id: str, client_secret: str | None, refresh_token: str
+    ) -> dict[str, object]:
         """One refresh grant; a 429 or 5xx from the token endpoint (1 request/second) is retried briefly."""
         retrying = Retrying(
             stop=stop_after_attempt(TOKEN_ATTEMPTS),
@@ -151,7 +153,7 @@ class TokenProvider:
         return retrying(self._token_request_once, client_id, client_secret, refresh_token)
 
     def _token_request_once(
-        self, client_id: str, client_secret: str, refresh_token: str
+        self, client_id: str, client_secret: str | None, refresh_token: str
     ) -> dict[str, object]:
         wait = self._last_request + TOKEN_MIN_INTERVAL_SECONDS - time.monotonic()
         if wait > 0:
@@ -159,12 +161,20 @@ class TokenProvider:
         self._last_request = time.monotonic()
         self.refreshes += 1
         try:
-            response = self._http.post(
-                self._token_url,
-                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                auth=(client_id, client_secret),
-                headers={"Accept": "application/json"},
-            )
+            form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+            if client_secret:  # a confidential client (authorization code flow): Basic auth
+                response = self._http.post(
+                    self._token_url,
+                    data=form,
+                    auth=(client_id, client_secret),
+                    headers={"Accept": "application/json"},
+                )
+            else:  # a public client (device flow, PKCE without a secret): client_id in the form
+                response = self._http.post(
+                    self._token_url,
+                    data={**form, "client_id": client_id},
+                    headers={"Accept": "application/json"},
+                )
         except httpx.TransportError as exc:
             raise TransientApiError(f"token endpoint unreachable: {type(exc).__name__}") from None
         try:

@@ -186,3 +186,28 @@ def test_file_store_keeps_rotated_tokens_private(tmp_path, sandbox, secret_store
 )
 def test_expires_in_relative_or_epoch(value, expected):
     assert _expiry(value, 1_000_000.0) == expected
+
+
+def test_a_public_client_from_the_device_flow_refreshes_without_a_secret(sandbox):
+    started = httpx.post(
+        sandbox.oauth_base_url + "/device/authorize",
+        data={"client_id": DEFAULT_CLIENT_ID, "scope": "contact_data offline_access"},
+    ).json()
+    sandbox.approve_device(started["user_code"])
+    time.sleep(1.05)
+    granted = httpx.post(
+        sandbox.oauth_base_url + "/token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "client_id": DEFAULT_CLIENT_ID,
+            "device_code": started["device_code"],
+        },
+    ).json()
+    store = MemorySecretStore(
+        {NAMES.client_id: DEFAULT_CLIENT_ID, NAMES.refresh_token: granted["refresh_token"]}
+    )
+    time.sleep(1.05)
+    assert provider(sandbox, store).access_token()
+    refresh = [r for r in sandbox.requests if r.path.endswith("/v1/token")][-1]
+    assert refresh.status == 200 and "authorization" not in {k.lower() for k in refresh.headers}
+    assert store.get(NAMES.refresh_token) != granted["refresh_token"]  # rotated, and stored
