@@ -199,9 +199,9 @@ class ExportConfig:
     def matches(self, blob: str, *, is_cdm_folder: Any) -> tuple[str, ...] | None:
         """The segments to export when ``blob`` lands, or None when this export does not watch it.
 
-        An exact file path runs the export as configured. Under a Customer Insights CDM folder only
-        model.json starts a run (it is written after the partitions); partitions alone wait for it. Under a
-        plain folder (a path ending in "/"), the new file itself is the segment.
+        An exact file path runs the export as configured, and so does model.json or a partition under a
+        Customer Insights CDM folder (the caller then waits until the run is complete, whichever arrives
+        last). Under a plain folder (a path ending in "/"), the new file itself is the segment.
         """
         for path in self.segments:
             folder = path.rstrip("/")
@@ -210,7 +210,7 @@ class ExportConfig:
             if not blob.startswith(folder + "/"):
                 continue
             if is_cdm_folder(folder):
-                return self.segments if blob.endswith("/model.json") else None
+                return self.segments if blob.endswith(("/model.json", ".csv")) else None
             if path.endswith("/"):
                 return (blob,)
         return None

@@ -28,10 +28,12 @@ from .blobfiles import BlobFiles
 from .config import Settings
 from .connections import ConnectionNotReadyError, ConnectionStore, Status, secret_names_for
 from .constant_contact import ConstantContactClient
-from .errors import ConfigError
+from .errors import ConfigError, SegmentError
 from .exports import ExportConfig, ExportStore, previous_fire
 from .leases import BlobLeaseLock
 from .pipeline import Checkpoint, Exporter, ExportRequest, read_checkpoint, run_folder
+from .privacy import mask_text
+from .readers import open_segment
 from .report import RunReport, new_run_id, utc_now
 from .secrets import SecretStore, secret_store_from_settings
 from .storage import BlobResultStore, blob_service_client
@@ -419,6 +421,8 @@ class ExportService:
             if not config.enabled:
                 continue
             segments = config.matches(path, is_cdm_folder=self._is_cdm_folder)
+            if segments is not None and not self._cdm_complete(config.name, segments):
+                continue
             if segments is not None:
                 try:
                     started.append(self.start_run(config.name, segments=segments, trigger="blob"))
@@ -430,6 +434,29 @@ class ExportService:
 
     def _is_cdm_folder(self, folder: str) -> bool:
         return self.segments.exists(f"{folder}/model.json")
+
+    def _cdm_complete(self, export: str, segments: tuple[str, ...]) -> bool:
+        """For CDM folders among ``segments``: True once model.json lists a run whose partitions are all
+        there, and only for the first event that sees it so (Customer Insights may write model.json
+        before or after the partitions; each of their events lands here)."""
+        folders = [s.rstrip("/") for s in segments if self._is_cdm_folder(s.rstrip("/"))]
+        if not folders:
+            return True
+        identity = []
+        for folder in folders:
+            try:
+                segment = open_segment(self.segments, folder)
+            except SegmentError as exc:
+                log.info("CDM export %s not complete yet: %s", folder, mask_text(str(exc)))
+                return False
+            model = self.blob_service.get_blob_client(self.app.segments_container, f"{folder}/model.json")
+            props = model.get_blob_properties()
+            identity.append(
+                f"{folder}|{props.version_id or props.etag}|{'|'.join(t.source for t in segment.tables)}"
+            )
+        key = hashlib.sha256("\n".join([export, *identity]).encode()).hexdigest()
+        marker = orjson.dumps({"export": export, "cdm": folders, "at": utc_now()})
+        return self.state.put_bytes_if(f"{PROCESSED_PREFIX}cdm-{key}.json", marker, etag=None) is not None
 
     def _claim_blob(self, path: str, version: str) -> bool:
         key = hashlib.sha256(f"{path}\n{version}".encode()).hexdigest()

@@ -281,6 +281,44 @@ def test_cdm_partitions_wait_for_model_json(indexed, app_env, blobs, sandbox):
     assert reports[0]["received"] == 5000 and reports[0]["segments"][0]["tables"] == len(partitions)
 
 
+@requires_sample
+def test_cdm_model_json_first_runs_once_when_the_last_partition_lands(indexed, app_env, blobs, sandbox):
+    from tests.test_readers import build_cdm
+
+    list_id = sandbox.create_list("CDM2")
+    put_export(indexed, "cdm2", {**EXPORT, "segments": ["ci/Segments"]}, list_id)
+    folder = Path(app_env["EXPORTER_SECRETS_FILE"]).parent / "cdm2"
+    build_cdm(folder)
+    partitions = sorted(p for p in folder.rglob("*.csv"))
+    assert len(partitions) > 1
+    call(
+        indexed,
+        "segment_arrived",
+        upload(blobs, app_env, "ci/Segments/model.json", (folder / "model.json").read_bytes()),
+    )
+    for n, path in enumerate(partitions, start=1):
+        name = f"ci/Segments/{path.relative_to(folder).as_posix()}"
+        call(indexed, "segment_arrived", upload(blobs, app_env, name, path.read_bytes()))
+        reports, _ = report_of(blobs, app_env, "cdm2")
+        assert len(reports) == (1 if n == len(partitions) else 0)  # nothing until the run is complete
+    assert reports[0]["status"] == "completed" and reports[0]["received"] == 5000
+    # the same event delivered again starts nothing more
+    call(
+        indexed,
+        "segment_arrived",
+        func.blob.InputStream(data=b"", name=f"{app_env['SEGMENTS_CONTAINER']}/{name}", length=1),
+    )
+    assert len(report_of(blobs, app_env, "cdm2")[0]) == 1
+    # model.json rewritten (a new export version): one more run, which has nothing new to send
+    call(
+        indexed,
+        "segment_arrived",
+        upload(blobs, app_env, "ci/Segments/model.json", (folder / "model.json").read_bytes()),
+    )
+    reports, _ = report_of(blobs, app_env, "cdm2")
+    assert len(reports) == 2 and reports[1]["submitted"] == 0 and reports[1]["sync"]["unchanged"] > 4900
+
+
 # -- HTTP ----------------------------------------------------------------------------------------
 
 
