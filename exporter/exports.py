@@ -21,6 +21,41 @@ from .storage import ResultStore
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 CONFIG_PREFIX = "config/exports/"
+EXPORT_FIELDS = frozenset(
+    {"name", "list_id", "mapping", "segments", "schedule", "enabled", "connection", "sync"}
+)
+MAX_SEGMENTS = 100
+MAX_TEXT = 1024
+_SAFE_PATH = re.compile(r"^[^\\\x00-\x1f]+$")  # no backslashes or control characters
+
+
+def _parse_mapping(data: Any) -> DataMapping:
+    """{email, first_name?, last_name?, fields?: {cc_field: column}} with string values only."""
+    if not isinstance(data, dict):
+        raise ConfigError("required: {email, first_name?, last_name?, fields?: {cc_field: column}}")
+    unknown = set(data) - {"email", "first_name", "last_name", "fields"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}; use fields for other columns")
+    for key in ("email", "first_name", "last_name"):
+        value = data.get(key)
+        if not (value is None or (isinstance(value, str) and len(value) <= MAX_TEXT)) or (
+            key == "email" and not value
+        ):
+            raise ConfigError(
+                f"{key} must be a column name (text){'' if key != 'email' else ', and is required'}"
+            )
+    fields = data.get("fields") or {}
+    if not isinstance(fields, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and 0 < len(v) <= MAX_TEXT and "=" not in k
+        for k, v in fields.items()
+    ):
+        raise ConfigError(
+            'fields must map Constant Contact fields to column names, e.g. {"job_title": "Occupation"}'
+        )
+    pairs = tuple((k if k.startswith("cf:") else k.lower(), v) for k, v in fields.items())
+    return DataMapping(
+        email=data["email"], first_name=data.get("first_name"), last_name=data.get("last_name"), fields=pairs
+    )
 
 
 class FieldErrors(ConfigError):
@@ -147,36 +182,45 @@ class ExportConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> ExportConfig:
-        """Parse and validate; every problem is reported against its field."""
+        """Parse and validate; every problem is reported against its field. Strict about types and
+        unknown fields, so a typo ("schedul") is an error rather than a silently ignored setting."""
         if not isinstance(data, dict):
             raise FieldErrors({"body": "expected a JSON object"})
         errors: dict[str, str] = {}
-        mapping_data = data.get("mapping")
+        for key in data:
+            if key not in EXPORT_FIELDS:
+                errors[str(key)[:64]] = f"unknown field; known fields: {', '.join(sorted(EXPORT_FIELDS))}"
         mapping: DataMapping | None = None
-        if not isinstance(mapping_data, dict):
-            errors["mapping"] = "required: {email, first_name?, last_name?, fields?: {cc_field: column}}"
-        else:
-            fields = mapping_data.get("fields") or {}
-            try:
-                if not isinstance(fields, dict):
-                    raise ConfigError("fields must be an object of cc_field: column")
-                mapping = DataMapping.from_args(
-                    email=str(mapping_data.get("email") or ""),
-                    first_name=mapping_data.get("first_name"),
-                    last_name=mapping_data.get("last_name"),
-                    fields=[f"{k}={v}" for k, v in fields.items()],
-                )
-            except ConfigError as exc:
-                errors["mapping"] = str(exc)
+        try:
+            mapping = _parse_mapping(data.get("mapping"))
+        except ConfigError as exc:
+            errors["mapping"] = str(exc)
         segments = data.get("segments")
         if isinstance(segments, str):
             segments = [segments]
-        if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
-            errors["segments"] = "a list of paths in the segments container"
-        if not isinstance(data.get("enabled", True), bool):
-            errors["enabled"] = "true or false (a JSON boolean)"
+        if (
+            not isinstance(segments, list)
+            or not 1 <= len(segments) <= MAX_SEGMENTS
+            or not all(
+                isinstance(x, str) and 0 < len(x) <= MAX_TEXT and _SAFE_PATH.match(x) for x in segments
+            )
+        ):
+            errors["segments"] = (
+                f"1 to {MAX_SEGMENTS} paths in the segments container (relative, '/'-separated, "
+                f"at most {MAX_TEXT} characters)"
+            )
+        for key, kinds in (
+            ("list_id", (str,)),
+            ("schedule", (str, type(None))),
+            ("enabled", (bool,)),
+            ("connection", (str,)),
+        ):
+            if key in data and not isinstance(data[key], kinds):
+                errors[key] = "must be " + " or ".join(
+                    "null" if k is type(None) else k.__name__ for k in kinds
+                )
         connection = data.get("connection") or "default"
-        if not isinstance(connection, str) or not _NAME.match(connection):
+        if isinstance(connection, str) and not _NAME.match(connection):
             errors["connection"] = "the name of a connection (lower-case letters, digits and dashes)"
         sync = SyncOptions()
         try:
@@ -193,7 +237,7 @@ class ExportConfig:
             segments=tuple(segments or ()),
             schedule=data.get("schedule") or None,
             enabled=bool(data.get("enabled", True)),
-            connection=str(data.get("connection") or "default"),
+            connection=str(connection),
         )
 
     def matches(self, blob: str, *, is_cdm_folder: Any) -> tuple[str, ...] | None:

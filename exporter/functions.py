@@ -71,8 +71,12 @@ def configure(svc: ExportService, settings: ManagementSettings | None = None) ->
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    try:
+        payload = orjson.dumps(body, option=orjson.OPT_INDENT_2)
+    except TypeError:  # text that is not valid Unicode echoed back in an error: escape it instead
+        payload = json.dumps(body, ensure_ascii=True, indent=2, default=str).encode("ascii")
     return func.HttpResponse(
-        orjson.dumps(body, option=orjson.OPT_INDENT_2),
+        payload,
         status_code=status,
         mimetype="application/json",
         headers=headers,
@@ -117,14 +121,23 @@ def _who(req: func.HttpRequest) -> Principal:
     return principal_from_headers(req.headers, management().settings.roles)
 
 
+MAX_BODY_BYTES = 256 * 1024  # a configuration is a few kilobytes; anything bigger is a mistake or an attack
+
+
 def _body(req: func.HttpRequest) -> Any:
+    """The JSON body, or a 400: too big, not JSON, nested too deep, or holding text that is not valid
+    Unicode (lone surrogates from \\ud800 escapes), so nothing later trips over it."""
     raw = req.get_body()
     if not raw:
         return {}
+    if len(raw) > MAX_BODY_BYTES:
+        raise ConfigError(f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB")
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise ConfigError("the request body is not valid JSON") from None
+        body = json.loads(raw)
+        orjson.dumps(body)  # refuses lone surrogates and nesting deeper than 254 levels
+    except (ValueError, RecursionError, TypeError):
+        raise ConfigError("the request body is not valid JSON (or holds invalid characters)") from None
+    return body
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -181,7 +194,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     def call() -> func.HttpResponse:
         who = _who(req)
         raw = req.params.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
             raise FieldErrors({"limit": "an integer from 1 to 100"})
         return _json({"runs": management().list_runs(who, req.route_params["name"], limit=int(raw))})
 

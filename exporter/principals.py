@@ -198,7 +198,7 @@ def _decode(raw: str) -> dict[str, Any]:
     try:
         text = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
         data = json.loads(text)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise UnauthenticatedError("the X-MS-CLIENT-PRINCIPAL header is not base64-encoded JSON") from None
     if not isinstance(data, dict):
         raise UnauthenticatedError("the X-MS-CLIENT-PRINCIPAL header is not a JSON object")

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .tokens import TokenProvider
 log = logging.getLogger(__name__)
 
 ACTIVE_PREFIX = "active/"
+_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # exporter.report.new_run_id
 RUNNING_PREFIX = "running/"  # one claim per export: the run that may send to its list now
 SCHEDULE_PREFIX = "schedules/"
 PROCESSED_PREFIX = "processed/"
@@ -279,10 +281,15 @@ class ExportService:
             etag = None
             if current is not None:
                 data, etag = current
-                holder = str(orjson.loads(data).get("run_id", ""))
+                claim_data = orjson.loads(data)
+                holder = str(claim_data.get("run_id", ""))
                 checkpoint = read_checkpoint(self.state, f"exports/{name}/runs/{holder}")
                 if checkpoint is not None and checkpoint.report.status not in ("completed", "failed"):
                     return RunHandle(name, holder, checkpoint.report.status, already_running=True)
+                claimed_at = str(claim_data.get("at", ""))
+                fresh = _iso(self._clock() - timedelta(seconds=self.app.stale_after_seconds))
+                if checkpoint is None and claimed_at > fresh:
+                    return RunHandle(name, holder, "queued", already_running=True)  # being created now
             claim = orjson.dumps({"run_id": run_id, "at": utc_now()})
             if self.state.put_bytes_if(path, claim, etag=etag) is not None:
                 return None
@@ -294,6 +301,8 @@ class ExportService:
             self.state.delete(f"{RUNNING_PREFIX}{name}.json")
 
     def run_status(self, name: str, run_id: str) -> dict[str, Any]:
+        if not _RUN_ID.match(run_id) or self.exports.get(name) is None:
+            raise NotFoundError(f"run {run_id!r} of export {name!r} not found")
         raw = self.results.get_bytes(f"exports/{name}/runs/{run_id}/report.json")
         if raw is None:
             raise NotFoundError(f"run {run_id!r} of export {name!r} not found")

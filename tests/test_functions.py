@@ -390,6 +390,109 @@ def test_bad_requests_get_4xx_with_a_json_error(
     assert words in json.dumps(payload)
 
 
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": "e"}, "segments": ["a.csv"],'
+            b' "schedul": "0 0 6 * * *"}',
+            "schedul",
+        ),
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": 123}, "segments": ["a.csv"]}',
+            "mapping",
+        ),
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": "e", "first_name": true},'
+            b' "segments": ["a.csv"]}',
+            "mapping",
+        ),
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": "e", "fields": {"a=b": "c"}},'
+            b' "segments": ["a.csv"]}',
+            "mapping",
+        ),
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": "e"}, "segments": ["a.csv"],'
+            b' "schedule": 5}',
+            "schedule",
+        ),
+        (
+            b'{"list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10", "mapping": {"email": "e"},'
+            b' "segments": ["..\\\\x.csv"]}',
+            "segments",
+        ),
+    ],
+)
+def test_export_configs_are_strict_about_types_and_unknown_fields(indexed, app_env, body, field):
+    response = call(
+        indexed, "put_export", http("PUT", "exports/strict", body=body, route_params={"name": "strict"})
+    )
+    assert response.status_code == 400
+    assert field in json.loads(response.get_body())["fields"]
+    assert (
+        call(
+            indexed, "get_export", http("GET", "exports/strict", route_params={"name": "strict"})
+        ).status_code
+        == 404
+    )
+
+
+@pytest.mark.parametrize(
+    "fn,kind,body",
+    [
+        (
+            "put_connection",
+            "connections",
+            b'{"client_id": "abc", "client_secret": "s", "display_name": "\\ud800"}',
+        ),
+        ("put_export", "exports", b"[" * 1000 + b"]" * 1000),
+        ("put_export", "exports", b"{" + b" " * 300_000 + b"}"),
+    ],
+)
+def test_bodies_with_invalid_text_deep_nesting_or_excess_size_get_a_400(indexed, app_env, fn, kind, body):
+    response = call(indexed, fn, http("PUT", f"{kind}/x", body=body, route_params={"name": "x"}))
+    assert response.status_code == 400 and "error" in json.loads(response.get_body())
+    assert (
+        call(indexed, f"get_{kind[:-1]}", http("GET", f"{kind}/x", route_params={"name": "x"})).status_code
+        == 404
+    )
+
+
+@pytest.mark.parametrize("run_id", ["..", "../x", "20261203T000000Z-zzzzzz", "x\x00y"])
+def test_odd_run_ids_are_not_found_not_a_500(indexed, app_env, sandbox, run_id):
+    put_export(indexed, "odd", {**EXPORT, "segments": ["a.csv"]}, sandbox.create_list("Odd"))
+    response = call(
+        indexed,
+        "get_run",
+        http("GET", f"exports/odd/runs/{run_id}", route_params={"name": "odd", "run_id": run_id}),
+    )
+    assert response.status_code == 404
+
+
+def test_simultaneous_starts_of_one_export_make_one_run(indexed, app_env, blobs, monkeypatch):
+    import concurrent.futures
+
+    with Sandbox(SandboxConfig(activity_step_seconds=0.5)) as slow:
+        monkeypatch.setenv("CC_API_BASE_URL", slow.api_base_url)
+        monkeypatch.setenv("CC_OAUTH_BASE_URL", slow.oauth_base_url)
+        FileSecretStore(app_env["EXPORTER_SECRETS_FILE"]).set(NAMES.refresh_token, slow.issue_refresh_token())
+        functions.reset()
+        put_export(indexed, "busy", {**EXPORT, "segments": ["b.csv"]}, slow.create_list("Busy"))
+        upload(blobs, app_env, "b.csv", b"EMail,FirstName,LastName,Occupation\na@example.com,A,B,C\n")
+        request = http("POST", "exports/busy/runs", route_params={"name": "busy"})
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: call(indexed, "start_run", request), range(4)))
+        started = [json.loads(a.get_body()) for a in answers]
+        assert all(a.status_code == 202 for a in answers)
+        assert len({s["run_id"] for s in started}) == 1
+        assert sum(not s["already_running"] for s in started) == 1
+        deadline = time.monotonic() + 30
+        while report_of(blobs, app_env, "busy")[0][0]["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_field_errors_name_each_field(indexed, app_env):
     body = b'{"list_id": "123", "mapping": {"email": "e"}, "segments": ["a.csv"], "schedule": "* * *"}'
     response = call(indexed, "put_export", http("PUT", "exports/ok", body=body, route_params={"name": "ok"}))
