@@ -12,19 +12,9 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .privacy import mask_text
-from .report import RunReport
+from .report import HEADLINE_COUNTS, RunReport
 
 log = logging.getLogger(__name__)
-
-COUNTS = (
-    "received",
-    "rejected",
-    "duplicates",
-    "submitted",
-    "refused_by_constant_contact",
-    "not_added_unsubscribed",
-    "delivered",
-)
 
 
 def alert_for(report: RunReport) -> dict[str, Any] | None:
@@ -45,7 +35,7 @@ def alert_for(report: RunReport) -> dict[str, Any] | None:
         "export": report.export,
         "run_id": report.run_id,
         "status": report.status,
-        "counts": {name: getattr(report, name) for name in COUNTS},
+        "counts": {name: getattr(report, name) for name in HEADLINE_COUNTS},
         "error": {"type": error.get("type"), "message": mask_text(str(error.get("message", "")))}
         if error
         else None,

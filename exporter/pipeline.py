@@ -460,7 +460,7 @@ class Exporter:
         prepared.snapshot = snapshot = builder.build()
         self._plan_removals(request, report, old, snapshot, prepared)
         report.chunks = len(prepared.chunks)
-        report.budget = _budget(request, report, len(prepared.chunks), old, len(prepared.leavers))
+        report.budget = _budget(request, len(prepared.chunks), old, len(prepared.leavers))
         report.activities = [
             ActivityReport(chunk=index, contacts=contacts, bytes=size)
             for index, _b, _r, contacts, size in prepared.chunks
@@ -931,9 +931,7 @@ def _sorted_contains(keys: array[int], key: int) -> bool:
     return i < len(keys) and keys[i] == key
 
 
-def _budget(
-    request: ExportRequest, report: RunReport, chunks: int, old: Snapshot | None, leavers: int
-) -> dict[str, int]:
+def _budget(request: ExportRequest, chunks: int, old: Snapshot | None, leavers: int) -> dict[str, int]:
     """Requests this run will need against the daily quota (10,000 a day per application key)."""
     polls = 3 * chunks  # a few status polls per import
     member_pages = -(-len(old) // 500) if (old is not None and request.mode == "mirror" and leavers) else 0

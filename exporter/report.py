@@ -13,6 +13,17 @@ from typing import Any, Literal
 
 import orjson
 
+# The counts a person reads first (CLI demo, alerts): what came in, what was refused, what arrived.
+HEADLINE_COUNTS = (
+    "received",
+    "rejected",
+    "duplicates",
+    "submitted",
+    "refused_by_constant_contact",
+    "not_added_unsubscribed",
+    "delivered",
+)
+
 RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 

@@ -90,10 +90,6 @@ class RunHandle:
     status: str
     already_running: bool = False  # another request started this run; this one joined it
 
-    @property
-    def folder(self) -> str:
-        return f"exports/{self.export}/runs/{self.run_id}"
-
 
 class ExportService:
     """What every trigger calls. Thread-safe enough for one Functions worker process."""
@@ -238,7 +234,7 @@ class ExportService:
         checkpoint = Checkpoint(request=request, report=report)
         exporter.save_checkpoint(checkpoint)
         self._write_report(report)
-        self._mark_active(report)
+        self._touch_active(report)
         handle = RunHandle(name, report.run_id, "queued")
         if background:
             threading.Thread(target=self._execute, args=(config, checkpoint), daemon=True).start()
@@ -493,9 +489,6 @@ class ExportService:
         path = f"{run_folder(report)}/report.json"
         report.report_file = self.results.location(path)
         self.results.put_bytes(path, report.to_json(), content_type="application/json")
-
-    def _mark_active(self, report: RunReport) -> None:
-        self._touch_active(report)
 
     def _touch_active(self, report: RunReport) -> None:
         body = orjson.dumps({"folder": run_folder(report), "updated_at": utc_now()})

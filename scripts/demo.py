@@ -21,6 +21,7 @@ import orjson
 
 from exporter.config import ApiSettings
 from exporter.constant_contact import ConstantContactClient
+from exporter.report import HEADLINE_COUNTS
 from exporter.secrets import FileSecretStore, SecretNames
 from exporter.tokens import TokenProvider
 from sandbox import DEFAULT_CLIENT_SECRET
@@ -170,17 +171,7 @@ def main() -> int:
 
 
 def print_report(report: dict[str, object]) -> None:
-    for key in (
-        "run_id",
-        "status",
-        "received",
-        "rejected",
-        "duplicates",
-        "submitted",
-        "refused_by_constant_contact",
-        "not_added_unsubscribed",
-        "delivered",
-    ):
+    for key in ("run_id", "status", *HEADLINE_COUNTS):
         value = report[key]
         print(f"  {key:<28} {value:,}" if isinstance(value, int) else f"  {key:<28} {value}")
     for warning, count in sorted(dict(report["field_warnings"]).items()):  # type: ignore[call-overload]
