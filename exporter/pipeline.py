@@ -23,12 +23,15 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import and_, eq, itemgetter, not_, or_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+from xxhash import xxh3_64_intdigest
 
-from .chunking import Chunk, Chunker
+from .chunking import Chunk, Chunker, item_sizes, read_row_map, serialise
 from .config import Settings
 from .constant_contact import TERMINAL_STATES, ActivityPoller, ConstantContactClient, wait_all
 from .errors import (
@@ -48,8 +51,8 @@ from .privacy import find_emails, mask_email, mask_text
 from .readers import find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
 from .report import ActivityReport, RunReport, SegmentReport, new_run_id, utc_now
-from .snapshot import FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, fields_hash
-from .validation import check_row
+from .snapshot import CLEAR, FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, fields_hash
+from .validation import check_batch
 
 if TYPE_CHECKING:
     from .storage import ResultStore
@@ -309,9 +312,9 @@ class Exporter:
                 checkpoint.removals = {"leavers": f"{folder}/leavers.bin", "resolved": False, "done": False}
             for index, body, rows, contacts, size in prepared.chunks:
                 body_path = f"{folder}/chunks/chunk-{index:05d}.json"
-                rows_path = f"{folder}/chunks/chunk-{index:05d}.rows.tsv"
+                rows_path = f"{folder}/chunks/chunk-{index:05d}.rows.json"
                 self.state.put_file(body_path, body, content_type="application/json")
-                self.state.put_file(rows_path, rows, content_type="text/tab-separated-values")
+                self.state.put_file(rows_path, rows, content_type="application/json")
                 checkpoint.chunks.append(
                     {
                         "index": index,
@@ -343,12 +346,11 @@ class Exporter:
         warnings = report.field_warnings
         limit = settings.max_profiles
         received = valid = rejected = duplicates = creates = updates = unchanged = excluded = 0
-        dumps = orjson.dumps
-        check = check_row
+        check = check_batch
         old = None if request.full_sync else self._load_snapshot(request)
         old_get = old.get if old is not None else None
         builder = SnapshotBuilder()
-        remember = builder.add
+        remember = builder.extend
         sample: list[dict[str, Any]] = []
         # The loop allocates a few objects a row and frees them all (no cycles): the cyclic collector
         # would only walk them again and again. Measured: 10% of a 1M-profile prepare.
@@ -370,73 +372,100 @@ class Exporter:
                     consent = _consent_column(request, table.columns, source)
                     width = len(table.columns)
                     table_start = received
-                    for row, values in table.rows():
-                        received += 1
+                    for numbers, rows in table.batches():
+                        before, received = received, received + len(rows)
                         if received > limit:
                             raise LimitExceededError(
                                 f"the export has more than {limit:,} profiles (the limit per export); nothing "
                                 "was sent. Split the segment into smaller ones, or raise EXPORTER_MAX_PROFILES "
                                 f"if it was set below {limit:,}."
                             )
-                        if received % PROGRESS_EVERY_ROWS == 0:
+                        if received // PROGRESS_EVERY_ROWS != before // PROGRESS_EVERY_ROWS:
                             self._progress(f"read {received:,} rows, {len(seen):,} contacts")
-                        if len(values) > width and any(v.strip() for v in values[width:]):
-                            rejected += 1  # a comma inside an unquoted value shifts every later column
-                            rejects.add(
-                                source,
-                                row,
-                                "row",
-                                "extra_cells",
-                                f"the row has {len(values)} cells, the header {width}",
-                                ",".join(values),
-                            )
-                            continue
-                        checked = check(values, plan, rules)
-                        email = checked.key
-                        if checked.issues:
-                            for issue in checked.issues:
-                                if not issue.rejects_row:
-                                    warnings[issue.reason] = warnings.get(issue.reason, 0) + 1
-                        if checked.contact is None or email is None:
-                            rejected += 1
-                            for issue in checked.issues:
+                        if rows and max(map(len, rows)) > width:
+                            numbers, rows = _reject_extra_cells(numbers, rows, width, source, rejects)
+                            rejected += received - before - len(rows)
+                        checked = check(rows, plan, rules)
+                        for index, issues in checked.issues:
+                            for issue in issues:
                                 if issue.rejects_row:
-                                    value = _value_of(values, plan, issue.field)
-                                    rejects.add(source, row, issue.field, issue.code, issue.reason, value)
-                            continue
-                        valid += 1
-                        if consent is not None and not _consents(
-                            values[consent] if consent < len(values) else ""
-                        ):
-                            excluded += 1
-                            continue
-                        key = email_key(email)
-                        first = seen.get(key)
-                        if first is not None:
-                            duplicates += 1
-                            dups.add(source, row, email, sources[first >> 32], first & 0xFFFFFFFF)
-                            continue
-                        seen[key] = table_no | row
-                        item = dumps(checked.contact)
-                        digest = fields_hash(item)
-                        previous = old_get(key) if old_get is not None else None
-                        if previous is None:
-                            creates += 1
-                            remember(key, digest | NEW)
-                        elif previous & ~FLAGS == digest:
-                            unchanged += 1
-                            remember(key, previous)
-                            continue
-                        else:
-                            updates += 1
-                            remember(key, digest | (previous & OURS))
-                        if len(sample) < SAMPLE_SIZE:
-                            change = "create" if previous is None else "update"
-                            sample.append(
-                                {"change": change, "source": source, "row": row, "email": mask_email(email)}
+                                    value = _value_of(rows[index], plan, issue.field)
+                                    rejects.add(
+                                        source, numbers[index], issue.field, issue.code, issue.reason, value
+                                    )
+                                else:
+                                    warnings[issue.reason] = warnings.get(issue.reason, 0) + 1
+                        kept = checked.kept
+                        contacts, emails = checked.contacts, checked.emails
+                        valid += len(kept)
+                        rejected += len(rows) - len(kept)
+                        row_numbers = list(numbers) if len(kept) == len(rows) else [numbers[i] for i in kept]
+                        if consent is not None:
+                            given = list(map(_CONSENTS.__getitem__, map(itemgetter(consent), rows)))
+                            mask = [given[i] for i in kept]
+                            if not all(mask):
+                                excluded += mask.count(False)
+                                contacts, emails, row_numbers = _select(mask, contacts, emails, row_numbers)
+                        keys = list(map(xxh3_64_intdigest, map(str.encode, emails)))  # email_key
+                        tags = list(map(table_no.__or__, row_numbers)) if table_no else row_numbers
+                        firsts = list(map(seen.setdefault, keys, tags))
+                        if firsts != tags:  # a key seen before: in an earlier row, or earlier in this batch
+                            mask = list(map(eq, firsts, tags))
+                            for index in compress(range(len(mask)), map(not_, mask)):
+                                first = firsts[index]
+                                dups.add(
+                                    source,
+                                    row_numbers[index],
+                                    emails[index],
+                                    sources[first >> 32],
+                                    first & 0xFFFFFFFF,
+                                )
+                            duplicates += mask.count(False)
+                            contacts, emails, row_numbers, keys = _select(
+                                mask, contacts, emails, row_numbers, keys
                             )
-                        done = chunker.add(item, email, source, row)
-                        if done:
+                        joined, cores = serialise(contacts)
+                        digests = list(map(fields_hash, cores))
+                        if old_get is None:
+                            creates += len(cores)
+                            remember(keys, map(or_, map(and_, digests, repeat(CLEAR)), repeat(NEW)))
+                            changes: list[str] | None = None
+                        else:
+                            changes = []
+                            values: list[int] = []
+                            for previous, digest in zip(map(old_get, keys), digests, strict=True):
+                                if previous is None:
+                                    changes.append("create")
+                                    values.append(digest & CLEAR | NEW)
+                                elif previous & CLEAR == digest & CLEAR:
+                                    changes.append("")
+                                    values.append(previous)
+                                else:
+                                    changes.append("update")
+                                    values.append(digest & CLEAR | previous & OURS)
+                            remember(keys, values)
+                            same = changes.count("")
+                            new = changes.count("create")
+                            creates, updates = creates + new, updates + len(changes) - same - new
+                            if same:  # only new and changed contacts are sent
+                                unchanged += same
+                                mask = list(map(bool, changes))
+                                contacts, emails, row_numbers, changes = _select(
+                                    mask, contacts, emails, row_numbers, changes
+                                )
+                                joined, cores = serialise(contacts)
+                        if len(sample) < SAMPLE_SIZE:
+                            for index in range(min(len(cores), SAMPLE_SIZE - len(sample))):
+                                change = "create" if changes is None else changes[index]
+                                sample.append(
+                                    {
+                                        "change": change,
+                                        "source": source,
+                                        "row": row_numbers[index],
+                                        "email": mask_email(emails[index]),
+                                    }
+                                )
+                        for done in chunker.add_batch(joined, item_sizes(cores), emails, source, row_numbers):
                             self._spool(done, prepared)
                     seg_report.received += received - table_start
         finally:  # a file that fails half-way still reports what was read
@@ -472,10 +501,9 @@ class Exporter:
 
     def _spool(self, chunk: Chunk, prepared: Prepared) -> None:
         body_path = prepared.workdir / f"chunk-{chunk.index:05d}.json"
-        rows_path = prepared.workdir / f"chunk-{chunk.index:05d}.rows.tsv"
+        rows_path = prepared.workdir / f"chunk-{chunk.index:05d}.rows.json"
         body_path.write_bytes(chunk.body)
-        with rows_path.open("w", encoding="utf-8") as fh:
-            fh.writelines(f"{email}\t{source}\t{row}\n" for email, source, row in chunk.rows)
+        rows_path.write_bytes(chunk.row_map())
         prepared.chunks.append((chunk.index, body_path, rows_path, chunk.count, len(chunk.body)))
 
     def _upload_row_files(self, report: RunReport, prepared: Prepared) -> None:
@@ -767,13 +795,11 @@ class Exporter:
         for text in errors:
             for email in find_emails(text):
                 by_email.setdefault(email, text)
-        raw_rows = self.state.get_bytes(str(chunk["rows"])) or b""
         lines = []
-        for line in raw_rows.decode("utf-8").splitlines():
-            email, source, row = line.split("\t")
+        for email, source, row in read_row_map(self.state.get_bytes(str(chunk["rows"])) or b""):
             if email in by_email:
                 reason = f"Constant Contact refused it: {by_email[email]}"
-                lines.append([source, row, "email", "refused_by_constant_contact", reason, email])
+                lines.append([source, str(row), "email", "refused_by_constant_contact", reason, email])
         if lines:
             checkpoint.refused_keys.extend(email_key(line[-1]) for line in lines)
             self._append_rejects(checkpoint.report, lines)
@@ -912,6 +938,19 @@ RETRYABLE_STATES = frozenset({"failed", "cancelled", "timed_out"})
 _YES = frozenset({"yes", "y", "true", "1", "opted in", "opt-in", "optin", "subscribed", "consent"})
 
 
+class _ConsentValues(dict[str, bool]):
+    """Consent cell -> :func:`_consents`, computed once per distinct text (a column holds a handful)."""
+
+    def __missing__(self, value: str) -> bool:
+        given = _consents(value)
+        if len(self) < 10_000:
+            self[value] = given
+        return given
+
+
+_CONSENTS = _ConsentValues()
+
+
 def _consent_column(request: ExportRequest, columns: Sequence[str], source: str) -> int | None:
     if not request.consent_field:
         return None
@@ -919,6 +958,34 @@ def _consent_column(request: ExportRequest, columns: Sequence[str], source: str)
     if index is None:
         raise SegmentError(f"{source}: consent column {request.consent_field!r} not found")
     return index
+
+
+def _select(mask: Sequence[object], *columns: Sequence[Any]) -> tuple[list[Any], ...]:
+    """Keep the entries of every column where ``mask`` is true."""
+    return tuple(list(compress(column, mask)) for column in columns)
+
+
+def _reject_extra_cells(
+    numbers: Sequence[int], rows: list[list[str]], width: int, source: str, rejects: CsvSpool
+) -> tuple[list[int], list[list[str]]]:
+    """Rows with more non-empty cells than the header: a comma inside an unquoted value shifts every
+    later column, so the row cannot be trusted. Empty extra cells (a trailing comma) are harmless."""
+    kept_numbers: list[int] = []
+    kept_rows: list[list[str]] = []
+    for number, values in zip(numbers, rows, strict=True):
+        if len(values) > width and any(v.strip() for v in values[width:]):
+            rejects.add(
+                source,
+                number,
+                "row",
+                "extra_cells",
+                f"the row has {len(values)} cells, the header {width}",
+                ",".join(values),
+            )
+            continue
+        kept_numbers.append(number)
+        kept_rows.append(values)
+    return kept_numbers, kept_rows
 
 
 def _consents(value: str) -> bool:

@@ -12,21 +12,27 @@ import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from hashlib import blake2b
 
-MAGIC = b"CCSNAP01"
+from xxhash import xxh3_64_intdigest
+
+# 02: XXH3 hashes (01 held BLAKE2b ones). A snapshot of another version is not read: that run sends
+# every contact once and removes nobody, as a first run does.
+MAGIC = b"CCSNAP02"
 OURS = 1  # bit 0 of a value: this export put the contact on the list (mirror mode may remove it)
 NEW = 2  # bit 1: first sent in the run that wrote the snapshot (resolved to OURS or not at the end)
 FLAGS = OURS | NEW
 
 
+# XXH3: a fast, well-distributed 64-bit hash (not a cryptographic one: nothing here is a secret, and
+# the keys are compared only with keys this export made). Collision odds for 1M contacts: about 3e-8.
 def email_key(email: str) -> int:
-    return int.from_bytes(blake2b(email.encode("utf-8"), digest_size=8).digest(), "little")
+    """Key of a normalised email address (the hot loop maps ``xxh3_64_intdigest`` over the encoded
+    addresses itself: same result, no Python call a row)."""
+    return xxh3_64_intdigest(email.encode("utf-8"))
 
 
-def fields_hash(item: bytes) -> int:
-    """Hash of the serialised import item, with the flag bits cleared."""
-    return int.from_bytes(blake2b(item, digest_size=8).digest(), "little") & ~FLAGS
+fields_hash = xxh3_64_intdigest  # of a serialised contact (chunking.serialise); compared under CLEAR
+CLEAR = ~FLAGS & 0xFFFF_FFFF_FFFF_FFFF  # the bits of a value that hold the fields hash
 
 
 class Snapshot:
@@ -88,10 +94,14 @@ class SnapshotBuilder:
         self._keys.append(key)
         self._values.append(value)
 
+    def extend(self, keys: Iterable[int], values: Iterable[int]) -> None:
+        self._keys.extend(keys)
+        self._values.extend(values)
+
     def __len__(self) -> int:
         return len(self._keys)
 
     def build(self) -> Snapshot:
         keys, values = self._keys, self._values
         order = sorted(range(len(keys)), key=keys.__getitem__)
-        return Snapshot(array("Q", (keys[i] for i in order)), array("Q", (values[i] for i in order)))
+        return Snapshot(array("Q", map(keys.__getitem__, order)), array("Q", map(values.__getitem__, order)))

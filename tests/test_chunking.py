@@ -62,9 +62,9 @@ def test_rows_travel_with_their_chunk():
     ]
     first = out[2]
     assert out[:2] == [None, None] and first is not None
-    assert first.rows == [("a@x.io", "f.csv", 2), ("b@x.io", "f.csv", 3)]
+    assert list(first.origins()) == [("a@x.io", "f.csv", 2), ("b@x.io", "f.csv", 3)]
     last = chunker.finish()
-    assert last is not None and last.index == 2 and last.rows == [("c@x.io", "f.csv", 5)]
+    assert last is not None and last.index == 2 and list(last.origins()) == [("c@x.io", "f.csv", 5)]
     assert chunker.finish() is None
 
 
