@@ -69,7 +69,7 @@ class Chunk:
 def read_row_map(data: bytes) -> Iterator[tuple[str, str, int]]:
     """(email, source, row) from a sidecar :meth:`Chunk.row_map` wrote, or from the tab-separated lines
     that earlier versions wrote (a run prepared by one may be finished by the next)."""
-    if not data.lstrip().startswith(b"{"):
+    if not data.startswith(b'{"emails":'):  # no address starts with a quote: a TSV line never does
         for line in data.decode("utf-8").splitlines():
             email, source, row = line.split("\t")
             yield email, source, int(row)

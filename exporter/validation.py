@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from itertools import chain, compress, repeat
-from operator import ge, is_, itemgetter, lt, not_
+from itertools import compress, repeat
+from operator import is_, itemgetter, lt, not_
 from typing import Any
 
 from .config import ValidationRules
@@ -130,7 +130,8 @@ def parse_date(raw: str) -> date | None:
 
 
 def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Checked:
-    """Turn one row into an import_data item, or reject it. Pure; the hot path of every export."""
+    """Turn one row into an import_data item, or reject it. Pure. The rules in their plainest form:
+    exports run :func:`check_batch`, which must give the same results (tests compare the two)."""
     if len(values) < plan.width:
         values = values + [""] * (plan.width - len(values))
     raw_email = values[plan.email_index]
@@ -230,13 +231,12 @@ def check_batch(rows: Sequence[list[str]], plan: ColumnPlan, rules: ValidationRu
     bad_email = set(rejected)  # check_row stops at a bad email: no other issue is reported for the row
     keys: list[str] = ["email"]
     columns: list[list[Any]] = [emails]
-    texts = [list(map(itemgetter(index), rows)) for _target, index, _max in plan.texts]
-    if not _all_tidy(texts, [max_length for _t, _i, max_length in plan.texts]):
-        for (target, _index, max_length), column in zip(plan.texts, texts, strict=True):
-            if not _all_tidy([column], [max_length]):
-                _tidy_texts(column, target, max_length, rules, found, rejected, bad_email)
-    keys.extend(target for target, _index, _max in plan.texts)
-    columns.extend(texts)
+    for target, index, max_length in plan.texts:
+        column = list(map(itemgetter(index), rows))
+        if not _all_tidy(column, max_length):
+            _tidy_texts(column, target, max_length, rules, found, rejected, bad_email)
+        keys.append(target)
+        columns.append(column)
     for target, index in plan.dates:
         raw = list(map(itemgetter(index), rows))
         values = list(map(_DATE_VALUES[target].__getitem__, raw))
@@ -289,12 +289,12 @@ def _batch_emails(
     return emails
 
 
-def _all_tidy(columns: list[list[str]], max_lengths: list[int]) -> bool:
+def _all_tidy(column: list[str], max_length: int) -> bool:
     """True when every value already is what the text rules would make of it: no whitespace but single
     inner spaces (every other whitespace character is unprintable), and short enough."""
-    if not all(map(ge, max_lengths, (max(map(len, column), default=0) for column in columns))):
+    if max(map(len, column), default=0) > max_length:
         return False
-    joined = " ".join(filter(None, chain.from_iterable(columns)))
+    joined = " ".join(filter(None, column))
     # A value's leading or trailing space makes a double space with the separator, or ends ``joined``.
     return not joined or (
         joined.isprintable() and "  " not in joined and joined[0] != " " and joined[-1] != " "
