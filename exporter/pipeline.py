@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from xxhash import xxh3_64_intdigest
 
-from .chunking import Chunk, Chunker, item_sizes, read_row_map, serialise
+from .chunking import Chunk, Chunker, item_sizes, join_cores, read_row_map, serialise
 from .config import Settings
 from .constant_contact import TERMINAL_STATES, ActivityPoller, ConstantContactClient, wait_all
 from .errors import (
@@ -51,7 +50,7 @@ from .privacy import find_emails, mask_email, mask_text
 from .readers import find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
 from .report import ActivityReport, RunReport, SegmentReport, new_run_id, utc_now
-from .snapshot import CLEAR, FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, fields_hash
+from .snapshot import CLEAR, FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, email_keys, fields_hash
 from .validation import check_batch
 
 if TYPE_CHECKING:
@@ -406,7 +405,7 @@ class Exporter:
                             if not all(mask):
                                 excluded += mask.count(False)
                                 contacts, emails, row_numbers = _select(mask, contacts, emails, row_numbers)
-                        keys = list(map(xxh3_64_intdigest, map(str.encode, emails)))  # email_key
+                        keys = email_keys(emails)
                         tags = list(map(table_no.__or__, row_numbers)) if table_no else row_numbers
                         firsts = list(map(seen.setdefault, keys, tags))
                         if firsts != tags:  # a key seen before: in an earlier row, or earlier in this batch
@@ -450,10 +449,10 @@ class Exporter:
                             if same:  # only new and changed contacts are sent
                                 unchanged += same
                                 mask = list(map(bool, changes))
-                                contacts, emails, row_numbers, changes = _select(
-                                    mask, contacts, emails, row_numbers, changes
+                                cores, emails, row_numbers, changes = _select(
+                                    mask, cores, emails, row_numbers, changes
                                 )
-                                joined, cores = serialise(contacts)
+                                joined = join_cores(cores)
                         if len(sample) < SAMPLE_SIZE:
                             for index in range(min(len(cores), SAMPLE_SIZE - len(sample))):
                                 change = "create" if changes is None else changes[index]

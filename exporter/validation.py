@@ -149,27 +149,14 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
         raw = values[index]
         if not raw:
             continue
-        value = " ".join(raw.split())  # trims and folds embedded newlines/tabs into single spaces
-        if not value:
-            continue
-        if len(value) > max_length:
-            if rules.too_long == "truncate":
-                value = value[:max_length].rstrip()
-                issues.append(
-                    Issue(target, "truncated", f"{target} truncated to {max_length} characters", False)
-                )
-            else:
-                issues.append(
-                    Issue(
-                        target,
-                        "too_long",
-                        f"{target} has {len(value)} characters; Constant Contact stores at most {max_length}",
-                        True,
-                    )
-                )
+        value, issue = fit_text(raw, target, max_length, rules)
+        if issue is not None:
+            issues.append(issue)
+            if issue.rejects_row:
                 rejected = True
                 continue
-        contact[target] = value
+        if value:
+            contact[target] = value
     for target, index in plan.dates:
         raw = values[index]
         if raw:
@@ -181,21 +168,31 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
     return Checked(contact, email, tuple(issues))
 
 
+def fit_text(raw: str, target: str, max_length: int, rules: ValidationRules) -> tuple[str, Issue | None]:
+    """A text value trimmed, with embedded newlines and tabs folded into single spaces, and fitted to
+    ``max_length``: truncated (and said so) or refused, as the rules say. ``""`` means left out."""
+    value = " ".join(raw.split())
+    if len(value) <= max_length:
+        return value, None
+    if rules.too_long == "truncate":
+        return value[:max_length].rstrip(), Issue(
+            target, "truncated", f"{target} truncated to {max_length} characters", False
+        )
+    return value, Issue(
+        target,
+        "too_long",
+        f"{target} has {len(value)} characters; Constant Contact stores at most {max_length}",
+        True,
+    )
+
+
 def _put_date(contact: dict[str, object], target: str, raw: str, issues: list[Issue]) -> None:
     """birthday -> birthday_month + birthday_day; anniversary -> YYYY-MM-DD. A bad date drops the field."""
-    parsed = parse_date(raw)
-    if parsed is None:
-        issues.append(
-            Issue(
-                target, "bad_date", f"{target} is not a date Constant Contact accepts; field left out", False
-            )
-        )
-        return
-    if target == "birthday":
-        contact["birthday_month"] = parsed.month
-        contact["birthday_day"] = parsed.day
+    values = _DATE_VALUES[target][raw]
+    if values is None:
+        issues.append(_bad_date_issue(target))
     else:
-        contact[target] = parsed.isoformat()
+        contact.update(zip(_DATE_KEYS[target], values, strict=True))
 
 
 # ------------------------------------------------------------------------------------- batches of rows
@@ -314,18 +311,9 @@ def _tidy_texts(
     for row, raw in enumerate(column):
         if not raw:
             continue
-        value = " ".join(raw.split())
-        if len(value) > max_length:
-            if rules.too_long == "truncate":
-                value = value[:max_length].rstrip()
-                issue = Issue(target, "truncated", f"{target} truncated to {max_length} characters", False)
-            else:
-                issue = Issue(
-                    target,
-                    "too_long",
-                    f"{target} has {len(value)} characters; Constant Contact stores at most {max_length}",
-                    True,
-                )
+        value, issue = fit_text(raw, target, max_length, rules)
+        if issue is not None:
+            if issue.rejects_row:
                 rejected.add(row)
             if row not in bad_email:
                 found.setdefault(row, []).append(issue)
@@ -358,7 +346,7 @@ class _DateValues(dict[str, "tuple[object, ...] | None"]):
         return values
 
 
-# birthday -> birthday_month + birthday_day; anniversary -> YYYY-MM-DD (see _put_date)
+# birthday -> birthday_month + birthday_day; anniversary -> YYYY-MM-DD
 _DATE_KEYS = {"birthday": ("birthday_month", "birthday_day"), "anniversary": ("anniversary",)}
 _NO_DATE: dict[str, tuple[object, ...]] = {"birthday": ("", ""), "anniversary": ("",)}
 _DATE_VALUES = {
