@@ -307,11 +307,11 @@ def _tidy_texts(
     rejected: set[int],
     bad_email: set[int],
 ) -> None:
-    """check_row's text rules, value by value, for a column that did not pass :func:`_all_tidy`."""
-    for row, raw in enumerate(column):
-        if not raw:
-            continue
-        value, issue = fit_text(raw, target, max_length, rules)
+    """check_row's text rules for a column that did not pass :func:`_all_tidy`: whitespace folded for
+    every value at once, then :func:`fit_text` for the few values that are too long."""
+    column[:] = [" ".join(raw.split()) for raw in column]
+    for row in compress(range(len(column)), map(lt, repeat(max_length), map(len, column))):
+        value, issue = fit_text(column[row], target, max_length, rules)
         if issue is not None:
             if issue.rejects_row:
                 rejected.add(row)
