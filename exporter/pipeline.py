@@ -381,19 +381,25 @@ class Exporter:
                             )
                         if received // PROGRESS_EVERY_ROWS != before // PROGRESS_EVERY_ROWS:
                             self._progress(f"read {received:,} rows, {len(seen):,} contacts")
+                        refused: list[
+                            tuple[int, str, str, str, str]
+                        ] = []  # (row, field, code, reason, value)
                         if rows and max(map(len, rows)) > width:
-                            numbers, rows = _reject_extra_cells(numbers, rows, width, source, rejects)
-                            rejected += received - before - len(rows)
+                            numbers, rows, refused = _split_extra_cells(numbers, rows, width)
+                            rejected += len(refused)
                         checked = check(rows, plan, rules)
                         for index, issues in checked.issues:
                             for issue in issues:
                                 if issue.rejects_row:
                                     value = _value_of(rows[index], plan, issue.field)
-                                    rejects.add(
-                                        source, numbers[index], issue.field, issue.code, issue.reason, value
+                                    refused.append(
+                                        (numbers[index], issue.field, issue.code, issue.reason, value)
                                     )
                                 else:
                                     warnings[issue.reason] = warnings.get(issue.reason, 0) + 1
+                        refused.sort(key=itemgetter(0))  # in row order; stable for two issues of one row
+                        for entry in refused:
+                            rejects.add(source, *entry)
                         kept = checked.kept
                         contacts, emails = checked.contacts, checked.emails
                         valid += len(kept)
@@ -964,27 +970,23 @@ def _select(mask: Sequence[object], *columns: Sequence[Any]) -> tuple[list[Any],
     return tuple(list(compress(column, mask)) for column in columns)
 
 
-def _reject_extra_cells(
-    numbers: Sequence[int], rows: list[list[str]], width: int, source: str, rejects: CsvSpool
-) -> tuple[list[int], list[list[str]]]:
-    """Rows with more non-empty cells than the header: a comma inside an unquoted value shifts every
-    later column, so the row cannot be trusted. Empty extra cells (a trailing comma) are harmless."""
+def _split_extra_cells(
+    numbers: Sequence[int], rows: list[list[str]], width: int
+) -> tuple[list[int], list[list[str]], list[tuple[int, str, str, str, str]]]:
+    """Take out the rows with more non-empty cells than the header (a comma inside an unquoted value
+    shifts every later column, so the row cannot be trusted) as rejects. Empty extra cells (a trailing
+    comma) are harmless."""
     kept_numbers: list[int] = []
     kept_rows: list[list[str]] = []
+    refused: list[tuple[int, str, str, str, str]] = []
     for number, values in zip(numbers, rows, strict=True):
         if len(values) > width and any(v.strip() for v in values[width:]):
-            rejects.add(
-                source,
-                number,
-                "row",
-                "extra_cells",
-                f"the row has {len(values)} cells, the header {width}",
-                ",".join(values),
-            )
+            reason = f"the row has {len(values)} cells, the header {width}"
+            refused.append((number, "row", "extra_cells", reason, ",".join(values)))
             continue
         kept_numbers.append(number)
         kept_rows.append(values)
-    return kept_numbers, kept_rows
+    return kept_numbers, kept_rows, refused
 
 
 def _consents(value: str) -> bool:

@@ -261,6 +261,38 @@ def test_rows_with_extra_cells_are_rejected_and_encoding_can_be_given(tmp_path):
     assert "extra_cells" in rejects and ",3," in rejects  # row 3: "Smith, John" shifted a column
 
 
+def test_rejects_file_lists_rows_in_file_order_whatever_the_reason(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_text(
+        "email,name\nnot-an-address,A\nb@example.com,Smith, John\nc@@example.com,C\nd@example.com,D\n",
+        encoding="utf-8",
+    )
+    code, out, _ = run_cli(
+        "run",
+        "--segment",
+        str(seg),
+        "--list-id",
+        LIST_ID,
+        "--email-field",
+        "email",
+        "--first-name-field",
+        "name",
+        "--dry-run",
+        "--results",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--json",
+    )
+    report = json.loads(out)
+    assert code == 0 and report["rejected"] == 3
+    lines = Path(report["rejects_file"]).read_text(encoding="utf-8").splitlines()[1:]
+    assert [(line.split(",")[1], line.split(",")[3]) for line in lines] == [
+        ("2", "email_invalid"),
+        ("3", "extra_cells"),
+        ("4", "email_invalid"),
+    ]
+
+
 def test_resume_finishes_a_pending_run_without_resending(tmp_path, sandbox, secret_store, monkeypatch):
     from exporter.secrets import FileSecretStore, SecretNames
 
