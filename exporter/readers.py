@@ -229,6 +229,7 @@ class _Stream(io.BufferedIOBase):
         self._width = nul_width  # bytes per code unit: 1, or 2/4 for UTF-16/UTF-32
         self._tail = b""
         self.delivered = 0
+        self.quotes = 0  # quote bytes handed out (one-byte encodings only): odd means one is unpaired
 
     @property
     def name(self) -> str:
@@ -245,6 +246,8 @@ class _Stream(io.BufferedIOBase):
         if data:
             self._check_nul(data)
             self.delivered += len(data)
+            if self._width == 1:
+                self.quotes += data.count(b'"')
         return data
 
     def read(self, size: int | None = -1, /) -> bytes:
@@ -322,6 +325,11 @@ def _sniff_delimiter(head: bytes, encoding: str) -> str:
     counts = [(line.count(candidate), -rank) for rank, candidate in enumerate(_DELIMITERS)]
     best = max(counts)
     return _DELIMITERS[-best[1]] if best[0] else ","
+
+
+def _holds_more_lines(row: list[str]) -> bool:
+    """Whether a cell of the row goes on, after a line break, with more text."""
+    return any(line.strip() for cell in row for line in cell.splitlines()[1:])
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -404,6 +412,7 @@ class _CsvFile:
                 raise self._error(exc, stream, encoding, delimiter, head, number) from None
             width = len(self.columns)
             first_cell = itemgetter(0)
+            last_row: list[str] = []
             while failed is None:
                 rows: list[list[str]] = []
                 try:
@@ -412,6 +421,7 @@ class _CsvFile:
                     failed = exc
                 if not rows:
                     break
+                last_row = rows[-1]
                 start, number = number + 1, number + len(rows)
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty when the row may be blank.
@@ -421,6 +431,13 @@ class _CsvFile:
                     yield self._tidy(rows, start, width)
             if failed is not None:
                 raise self._error(failed, stream, encoding, delimiter, head, number) from None
+            if stream.quotes % 2 and _holds_more_lines(last_row):
+                # csv.reader ends a quoted value at the end of the file without a word: every row after
+                # an unpaired quote would silently become part of that value.
+                raise SegmentError(
+                    f'{self.source}: cannot parse row {number}: a quote (") opened in it is never closed, '
+                    "so the rest of the file was read as one value. Check the quotes there."
+                )
 
     @staticmethod
     def _tidy(rows: list[list[str]], start: int, width: int) -> tuple[list[int], list[list[str]]]:

@@ -371,6 +371,31 @@ def test_unclosed_quote_is_reported_with_a_hint(tmp_path: Path) -> None:
     assert "segment.csv: cannot parse row 2" in str(info.value) and "quote" in str(info.value)
 
 
+def test_unclosed_quote_near_the_end_refuses_the_file_instead_of_swallowing_rows(tmp_path: Path) -> None:
+    # Less than the 128 KiB field limit after the quote: csv.reader alone would end the value at the
+    # end of the file and the 50 rows after it would be lost without a word.
+    rows = "".join(f"u{i}@example.com,x\n" for i in range(50))
+    segment = open_segment(
+        FILES, write(tmp_path, f'Email,Name\na@example.com,Ann\nb@example.com,"Bo\n{rows}')
+    )
+    with pytest.raises(SegmentError) as info:
+        list(segment.tables[0].rows())
+    assert "segment.csv: cannot parse row 3" in str(info.value) and "never closed" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Email,Address\na@example.com,"1 Main St\nSpringfield"\n',  # a value on two lines, quotes paired
+        'Email,Name\na@example.com,O"Brien\n',  # a stray quote inside a value: taken as it is
+        'Email,Name\na@example.com,"Ann\n',  # unpaired at the very end, but nothing follows it
+    ],
+)
+def test_quotes_that_lose_nothing_are_read(tmp_path: Path, text: str) -> None:
+    _segment, rows = read(tmp_path, text)
+    assert len(rows) == 1 and rows[0][1][0] == "a@example.com"
+
+
 def test_header_changed_after_open_is_detected(tmp_path: Path) -> None:
     path = write(tmp_path, "Email,Name\na@example.com,Ann\n")
     segment = open_segment(FILES, path)
