@@ -332,7 +332,7 @@ class _DateValues(dict[str, "tuple[object, ...] | None"]):
     A segment has few distinct birthdays (a few tens of thousands), so a bounded cache of them turns
     date parsing into one dictionary lookup a row."""
 
-    MAX_ENTRIES = 200_000
+    MAX_ENTRIES = 50_000  # every date of a century is 36,525 texts; a few MB, kept by the process
 
     def __init__(self, convert: Callable[[date], tuple[object, ...]], empty: tuple[object, ...]) -> None:
         super().__init__({"": empty})

@@ -295,6 +295,23 @@ def test_check_batch_equals_check_row_on_pinned_batches(rules: ValidationRules) 
         _assert_batch_matches_rows(plan, rows, rules)
 
 
+def test_dates_past_the_cache_bound_are_still_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The date cache stops growing at its bound; texts it no longer keeps are parsed each time."""
+    from exporter import validation
+
+    for cache in validation._DATE_VALUES.values():
+        monkeypatch.setattr(cache, "MAX_ENTRIES", len(cache) + 3)
+    plan = resolve(MAPPING, COLUMNS, source="t.csv")
+    days = [date(1990, 1, 1).toordinal() + n for n in range(40)]
+    rows = [
+        ["ann@x.io", "Ann", "Lee", "Paris", f"{d.month}/{d.day}/{d.year}", d.isoformat(), "gold", ""]
+        for d in map(date.fromordinal, days)
+    ] + [["bo@x.io", "Bo", "Li", "Rome", "2/30/2001", "not a date", "", ""]]
+    for rules in RULES:
+        _assert_batch_matches_rows(plan, rows, rules)
+    assert all(len(cache) <= cache.MAX_ENTRIES for cache in validation._DATE_VALUES.values())
+
+
 # --------------------------------------------------------------- 2. EMAIL_RE == the backtracking pattern
 
 _OLD_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
