@@ -23,15 +23,18 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def run_export(segment: object, list_id: str, email_field: str, *options: str) -> tuple[int, str, str]:
+    """``python -m exporter run`` of one segment; ``options`` follow the three every run needs."""
+    return run_cli(
+        "run", "--segment", str(segment), "--list-id", list_id, "--email-field", email_field, *options
+    )
+
+
 @requires_sample
 def test_sandbox_run_prints_a_json_report(tmp_path):
-    code, out, err = run_cli(
-        "run",
-        "--segment",
+    code, out, err = run_export(
         str(CONTACT_CSV),
-        "--list-id",
         LIST_ID,
-        "--email-field",
         "EMail",
         "--first-name-field",
         "FirstName",
@@ -66,18 +69,8 @@ def test_sandbox_run_prints_a_json_report(tmp_path):
 def test_dry_run_needs_no_credentials_and_prints_a_summary(tmp_path):
     seg = tmp_path / "s.csv"
     seg.write_text("Email,Name\na@example.com,A\nbad,B\n", encoding="utf-8")
-    code, out, _ = run_cli(
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "email",
-        "--dry-run",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
+    code, out, _ = run_export(
+        str(seg), LIST_ID, "email", "--dry-run", "--results", str(tmp_path / "r"), "--quiet"
     )
     assert code == 0
     assert "dry run: nothing sent" in out and "rejected           1" in out
@@ -114,37 +107,15 @@ def test_missing_credentials_exit_2(tmp_path, monkeypatch):
     seg.write_text("e\na@example.com\n", encoding="utf-8")
     monkeypatch.setenv("EXPORTER_SECRETS_FILE", str(tmp_path / "none.json"))
     monkeypatch.setenv("CC_API_BASE_URL", "http://127.0.0.1:9/v3")  # never reached
-    code, out, _err = run_cli(
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "e",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-    )
+    code, out, _err = run_export(str(seg), LIST_ID, "e", "--results", str(tmp_path / "r"), "--quiet")
     assert code == 2 and "client id/secret not found" in out
 
 
 def test_failed_run_exits_1(tmp_path):
     seg = tmp_path / "s.csv"
     seg.write_text("other\nx\n", encoding="utf-8")
-    code, out, _ = run_cli(
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "email",
-        "--sandbox",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
+    code, out, _ = run_export(
+        str(seg), LIST_ID, "email", "--sandbox", "--results", str(tmp_path / "r"), "--quiet", "--json"
     )
     assert code == 1 and json.loads(out)["error"]["type"] == "SegmentError"
 
@@ -217,18 +188,7 @@ def test_a_results_path_that_cannot_be_written_is_a_usage_error(tmp_path):
     seg.write_text("e\na@example.com\n", encoding="utf-8")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run_cli(
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "e",
-        "--dry-run",
-        "--results",
-        str(blocker),
-    )
+    code, _, err = run_export(str(seg), LIST_ID, "e", "--dry-run", "--results", str(blocker))
     assert code == 2 and "--results" in err and "Traceback" not in err
 
 
@@ -237,13 +197,9 @@ def test_rows_with_extra_cells_are_rejected_and_encoding_can_be_given(tmp_path):
     seg.write_bytes(
         "email,name\na@example.com,Zoë\nb@example.com,Smith, John\nc@example.com,Ann,,\n".encode("cp1252")
     )
-    code, out, _ = run_cli(
-        "run",
-        "--segment",
+    code, out, _ = run_export(
         str(seg),
-        "--list-id",
         LIST_ID,
-        "--email-field",
         "email",
         "--first-name-field",
         "name",
@@ -267,13 +223,9 @@ def test_rejects_file_lists_rows_in_file_order_whatever_the_reason(tmp_path):
         "email,name\nnot-an-address,A\nb@example.com,Smith, John\nc@@example.com,C\nd@example.com,D\n",
         encoding="utf-8",
     )
-    code, out, _ = run_cli(
-        "run",
-        "--segment",
+    code, out, _ = run_export(
         str(seg),
-        "--list-id",
         LIST_ID,
-        "--email-field",
         "email",
         "--first-name-field",
         "name",
@@ -312,19 +264,7 @@ def test_resume_finishes_a_pending_run_without_resending(tmp_path, sandbox, secr
     seg = tmp_path / "s.csv"
     seg.write_text("e\na@example.com\nb@example.com\n", encoding="utf-8")
     sandbox.faults.quota_exceeded(path="/v3/activities/contacts_json_import", times=None)
-    code, out, _ = run_cli(
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        list_id,
-        "--email-field",
-        "e",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
-    )
+    code, out, _ = run_export(str(seg), list_id, "e", "--results", str(tmp_path / "r"), "--quiet", "--json")
     assert code == 3
     run_id = json.loads(out)["run_id"]
     sandbox.faults.clear()
