@@ -53,6 +53,31 @@ def wait_for_run(indexed, export: str, run_id: str, who: str) -> dict:
         time.sleep(0.05)
 
 
+def connect_acme(indexed) -> None:
+    """The connection "acme" (application A), created and connected by an admin."""
+    call(
+        indexed,
+        "put_connection",
+        "connections/acme",
+        "admin",
+        body={"client_id": APP_A[0], "client_secret": APP_A[1], "privacy_acknowledged": True},
+    )
+    connect(indexed, "acme")
+
+
+def export_a_on_acme(indexed, world) -> None:
+    """Export "a": segment a.csv to a new sandbox list through the connected "acme"."""
+    upload_segment(world["service"], "a.csv")
+    connect_acme(indexed)
+    body = {
+        "connection": "acme",
+        "list_id": world["sandbox"].create_list("L"),
+        "mapping": {"email": "EMail"},
+        "segments": ["a.csv"],
+    }
+    assert call(indexed, "put_export", "exports/a", "admin", body=body).status == 200
+
+
 def connect(indexed, name: str, who: str = "admin") -> dict:
     """GET .../authorize, let the sandbox consent, and call the callback as the browser would."""
     start = call(indexed, "authorize_connection", f"connections/{name}/authorize", who)
@@ -290,23 +315,8 @@ def test_redirect_uri_app_setting_overrides_the_request_host(indexed, world, mon
 
 
 def test_a_refused_refresh_token_marks_the_connection_for_reauthorization(indexed, world):
-    sb, service = world["sandbox"], world["service"]
-    upload_segment(service, "a.csv")
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1], "privacy_acknowledged": True},
-    )
-    connect(indexed, "acme")
-    body = {
-        "connection": "acme",
-        "list_id": sb.create_list("L"),
-        "mapping": {"email": "EMail"},
-        "segments": ["a.csv"],
-    }
-    assert call(indexed, "put_export", "exports/a", "admin", body=body).status == 200
+    sb = world["sandbox"]
+    export_a_on_acme(indexed, world)
     world["secrets"].set("cc-acme-refresh-token", "revoked-or-rotated-elsewhere")
     sb.oauth.expire_access_tokens()
     started = call(indexed, "start_run", "exports/a/runs", "admin", body={})
@@ -432,14 +442,7 @@ def test_sharing_by_role_and_moving_exports_between_connections(indexed, world):
 
 def test_deleting_a_connection_removes_its_secrets_and_stops_its_exports(indexed, world):
     sb, vault, service = world["sandbox"], world["vault"], world["service"]
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1], "privacy_acknowledged": True},
-    )
-    connect(indexed, "acme")
+    connect_acme(indexed)
     body = {
         "connection": "acme",
         "list_id": sb.create_list("L"),
@@ -470,22 +473,7 @@ def test_deleting_a_connection_removes_its_secrets_and_stops_its_exports(indexed
 def test_a_paused_run_of_a_deleted_connection_is_closed_not_resumed(indexed, world):
     """The timer resumes paused runs; one whose connection went away ends failed, with the reason."""
     sb, service = world["sandbox"], world["service"]
-    upload_segment(service, "a.csv")
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1], "privacy_acknowledged": True},
-    )
-    connect(indexed, "acme")
-    body = {
-        "connection": "acme",
-        "list_id": sb.create_list("L"),
-        "mapping": {"email": "EMail"},
-        "segments": ["a.csv"],
-    }
-    assert call(indexed, "put_export", "exports/a", "admin", body=body).status == 200
+    export_a_on_acme(indexed, world)
     sb.faults.quota_exceeded(method="POST", path="/v3/activities/contacts_json_import")
     handle = service.start_run("a", trigger="http")
     assert service.run_status("a", handle.run_id)["status"] == "pending"  # waits for the next UTC day
