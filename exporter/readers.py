@@ -413,6 +413,7 @@ class _CsvFile:
             width = len(self.columns)
             first_cell = itemgetter(0)
             last_row: list[str] = []
+            lines = reader.line_num
             while failed is None:
                 rows: list[list[str]] = []
                 try:
@@ -423,6 +424,9 @@ class _CsvFile:
                     break
                 last_row = rows[-1]
                 start, number = number + 1, number + len(rows)
+                if reader.line_num - lines > len(rows):  # a record holds line breaks: look closer
+                    self._check_merged_rows(rows, start, width, delimiter)
+                lines = reader.line_num
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty when the row may be blank.
                 if all(map(width.__eq__, map(len, rows))) and all(map(first_cell, rows)):
@@ -438,6 +442,24 @@ class _CsvFile:
                     f'{self.source}: cannot parse row {number}: a quote (") opened in it is never closed, '
                     "so the rest of the file was read as one value. Check the quotes there."
                 )
+
+    def _check_merged_rows(self, rows: list[list[str]], start: int, width: int, delimiter: str) -> None:
+        """Refuse a value whose lines look like rows of this file. An opening quote that is never closed
+        makes csv.reader read on, rows and all, up to the next quote anywhere in the file, and those rows
+        would be lost inside one value. A genuine multi-line value (an address) rarely holds two lines
+        with as many delimiters as a row has."""
+        least = max(2, width - 1)
+        for number, row in enumerate(rows, start):
+            for cell in row:
+                if "\n" not in cell and "\r" not in cell:
+                    continue
+                rowlike = sum(1 for line in cell.splitlines()[1:] if line.count(delimiter) >= least)
+                if rowlike >= 2:
+                    raise SegmentError(
+                        f"{self.source}: cannot parse row {number}: a quoted value in it runs over "
+                        f'{rowlike + 1} or more lines that look like rows of this file, so a quote (") is '
+                        "probably opened there and never closed. Check the quotes there."
+                    )
 
     @staticmethod
     def _tidy(rows: list[list[str]], start: int, width: int) -> tuple[list[int], list[list[str]]]:

@@ -383,10 +383,23 @@ def test_unclosed_quote_near_the_end_refuses_the_file_instead_of_swallowing_rows
     assert "segment.csv: cannot parse row 3" in str(info.value) and "never closed" in str(info.value)
 
 
+def test_unclosed_quote_that_a_later_quote_closes_refuses_the_file(tmp_path: Path) -> None:
+    # The quote opened in row 3 is "closed" by the quote that opens row 9's value: rows 4 to 8 would
+    # otherwise vanish inside row 3's name, and the quotes after it would all be out of step.
+    rows = "".join(f"u{i}@example.com,U{i},Paris,{i}\n" for i in range(4, 9))
+    text = f'Email,Name,City,Tier\na@example.com,Ann,Rome,1\nb@example.com,"Bo,Oslo,2\n{rows}'
+    text += 'c@example.com,"Smith, Jo",Nice,3\nd@example.com,Dan,Lyon,4\n'  # the last row: one line
+    segment = open_segment(FILES, write(tmp_path, text))
+    with pytest.raises(SegmentError) as info:
+        list(segment.tables[0].rows())
+    assert "segment.csv: cannot parse row 3" in str(info.value) and "never closed" in str(info.value)
+
+
 @pytest.mark.parametrize(
     "text",
     [
         'Email,Address\na@example.com,"1 Main St\nSpringfield"\n',  # a value on two lines, quotes paired
+        'Email,Address,City,Tier\na@example.com,"1 Main St, Apt 2\nFloor 3, Door 4\nBack, left",X,1\n',
         'Email,Name\na@example.com,O"Brien\n',  # a stray quote inside a value: taken as it is
         'Email,Name\na@example.com,"Ann\n',  # unpaired at the very end, but nothing follows it
     ],
