@@ -468,7 +468,7 @@ class _CsvFile:
         kept: list[list[str]] = []
         for number, row in enumerate(rows, start):
             if len(row) != width or not row[0]:
-                if not "".join(row).strip():
+                if _is_blank(row):
                     continue
                 if len(row) < width:
                     row += [""] * (width - len(row))

@@ -134,52 +134,25 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_sync_options_reach_the_report(tmp_path):
     seg = tmp_path / "s.csv"
     seg.write_text("e,ok\na@example.com,Yes\nb@example.com,No\n", encoding="utf-8")
-    argv = [
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "e",
-        "--mode",
-        "mirror",
-        "--consent-field",
-        "ok",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
-    ]
-    code, out, _ = run_cli(*argv, "--sandbox")
+    options = ("--mode", "mirror", "--consent-field", "ok", "--results", str(tmp_path / "r"))
+    code, out, _ = run_export(seg, LIST_ID, "e", *options, "--quiet", "--json", "--sandbox")
     report = json.loads(out)
     assert code == 0 and report["sync"]["mode"] == "mirror" and report["sync"]["consent_excluded"] == 1
     assert report["delivered"] == 1
-    code, out, _ = run_cli(*argv, "--sandbox")  # a fresh sandbox: everything is sent again
+    # a fresh sandbox: everything is sent again
+    code, out, _ = run_export(seg, LIST_ID, "e", *options, "--quiet", "--json", "--sandbox")
     assert code == 0 and json.loads(out)["submitted"] == 1
-    code, _, err = run_cli(*argv[:-2], "--shrink-guard", "2")
+    code, _, err = run_export(seg, LIST_ID, "e", *options, "--shrink-guard", "2")
     assert code == 2 and "shrink_guard" in err
 
 
 def test_a_sandbox_run_never_makes_a_later_real_run_skip_contacts(tmp_path):
     seg = tmp_path / "s.csv"
     seg.write_text("e\na@example.com\n", encoding="utf-8")
-    common = [
-        "run",
-        "--segment",
-        str(seg),
-        "--list-id",
-        LIST_ID,
-        "--email-field",
-        "e",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
-    ]
-    assert run_cli(*common, "--sandbox")[0] == 0
+    options = ("--results", str(tmp_path / "r"), "--quiet", "--json")
+    assert run_export(seg, LIST_ID, "e", *options, "--sandbox")[0] == 0
     assert not list((tmp_path / "r").rglob("snapshot.bin"))  # sandbox state stayed in a throwaway folder
-    code, out, _ = run_cli(*common, "--dry-run")
+    code, out, _ = run_export(seg, LIST_ID, "e", *options, "--dry-run")
     assert code == 0 and json.loads(out)["sync"]["creates"] == 1
 
 
