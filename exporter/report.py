@@ -28,9 +28,10 @@ RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """Sortable by time, unique enough for parallel triggers: 20261203T160501Z-3f9a1c."""
+    """Sortable by time to the millisecond (runs of one export often start within a second), unique
+    enough for parallel triggers: 20261203T160501042Z-3f9a1c."""
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:

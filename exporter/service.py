@@ -43,7 +43,8 @@ from .tokens import TokenProvider
 log = logging.getLogger(__name__)
 
 ACTIVE_PREFIX = "active/"
-_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # exporter.report.new_run_id
+# exporter.report.new_run_id; ids made before milliseconds were added still name their runs
+_RUN_ID = re.compile(r"^\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}$")
 RUNNING_PREFIX = "running/"  # one claim per export: the run that may send to its list now
 SCHEDULE_PREFIX = "schedules/"
 PROCESSED_PREFIX = "processed/"
