@@ -268,6 +268,12 @@ class Bench:
             for st in b["stages"]:
                 print(f"  {st['label']:<72} {st['seconds']:6.2f} s  {st['share']:6.1%}")
             print(f"  {'= dry run':<72} {b['pipeline_seconds']:6.2f} s")
+            parts = b["ratio_parts"]
+            print(
+                "  the ratio, split: "
+                + " + ".join(f"{name} {value:.1f} x" for name, value in parts.items())
+                + f"; reading + bookkeeping alone: {parts['reading'] + parts['bookkeeping']:.1f} x"
+            )
             print(
                 f"  {'full dry run with the cyclic GC disabled (what-if)':<72} "
                 f"{b['pipeline_gc_disabled_seconds']:6.2f} s"
