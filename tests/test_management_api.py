@@ -53,15 +53,15 @@ def wait_for_run(indexed, export: str, run_id: str, who: str) -> dict:
         time.sleep(0.05)
 
 
+def put_acme(indexed, **fields: object):
+    """The connection "acme" with application A's credentials, created by an admin; not connected."""
+    body = {"client_id": APP_A[0], "client_secret": APP_A[1], **fields}
+    return call(indexed, "put_connection", "connections/acme", "admin", body=body)
+
+
 def connect_acme(indexed) -> None:
     """The connection "acme" (application A), created and connected by an admin."""
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1], "privacy_acknowledged": True},
-    )
+    put_acme(indexed, privacy_acknowledged=True)
     connect(indexed, "acme")
 
 
@@ -223,13 +223,7 @@ def test_admin_connects_contributor_exports_viewer_reads(indexed, world):
 
 
 def test_callback_binds_the_state_to_the_admin_who_started_it(indexed, world):
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1]},
-    )
+    put_acme(indexed)
     start = call(indexed, "authorize_connection", "connections/acme/authorize", "admin")
     back = follow_authorize(start.headers["Location"])
     params = {"code": back["code"], "state": back["state"]}
@@ -246,13 +240,7 @@ def test_callback_binds_the_state_to_the_admin_who_started_it(indexed, world):
 
 
 def test_a_refusal_on_constant_contacts_page_leaves_the_connection_unconnected(indexed, world):
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1]},
-    )
+    put_acme(indexed)
     start = call(indexed, "authorize_connection", "connections/acme/authorize", "admin")
     state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
     denied = call(
@@ -269,13 +257,7 @@ def test_a_refusal_on_constant_contacts_page_leaves_the_connection_unconnected(i
 
 def test_a_new_client_id_disconnects_until_authorized_again(indexed, world):
     vault = world["vault"]
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1]},
-    )
+    put_acme(indexed)
     connect(indexed, "acme")
     changed = call(
         indexed,
@@ -301,13 +283,7 @@ def test_authorize_needs_the_client_secret_first(indexed, world):
 def test_redirect_uri_app_setting_overrides_the_request_host(indexed, world, monkeypatch):
     monkeypatch.setenv("EXPORTER_OAUTH_REDIRECT_URI", "https://exporter.contoso.com/api/oauth/callback")
     functions.configure(world["service"])
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1]},
-    )
+    put_acme(indexed)
     start = call(indexed, "authorize_connection", "connections/acme/authorize", "admin")
     assert parse_qs(urlsplit(start.headers["Location"]).query)["redirect_uri"] == [
         "https://exporter.contoso.com/api/oauth/callback"
@@ -341,13 +317,7 @@ def test_a_refused_refresh_token_marks_the_connection_for_reauthorization(indexe
 
 def test_saving_an_export_checks_the_list_and_custom_fields(indexed, world):
     sb = world["sandbox"]
-    call(
-        indexed,
-        "put_connection",
-        "connections/acme",
-        "admin",
-        body={"client_id": APP_A[0], "client_secret": APP_A[1]},
-    )
+    put_acme(indexed)
     body = {"connection": "acme", "list_id": sb.create_list("L"), "mapping": MAPPING, "segments": ["a.csv"]}
     not_connected = call(indexed, "put_export", "exports/a", "admin", body=body)
     assert not_connected.status == 400 and "not connected" in not_connected.body["fields"]["connection"]
