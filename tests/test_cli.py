@@ -30,6 +30,16 @@ def run_export(segment: object, list_id: str, email_field: str, *options: str) -
     )
 
 
+def dry_run_email_name(segment: Path, results: Path, *options: str) -> dict:
+    """The JSON report of a dry run of a segment with the columns ``email`` and ``name``."""
+    code, out, _ = run_export(
+        segment, LIST_ID, "email", "--first-name-field", "name", *options,
+        "--dry-run", "--results", str(results), "--quiet", "--json",
+    )  # fmt: skip
+    assert code == 0
+    return json.loads(out)
+
+
 @requires_sample
 def test_sandbox_run_prints_a_json_report(tmp_path):
     code, out, err = run_export(
@@ -170,22 +180,8 @@ def test_rows_with_extra_cells_are_rejected_and_encoding_can_be_given(tmp_path):
     seg.write_bytes(
         "email,name\na@example.com,Zoë\nb@example.com,Smith, John\nc@example.com,Ann,,\n".encode("cp1252")
     )
-    code, out, _ = run_export(
-        str(seg),
-        LIST_ID,
-        "email",
-        "--first-name-field",
-        "name",
-        "--encoding",
-        "cp1252",
-        "--dry-run",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
-    )
-    report = json.loads(out)
-    assert code == 0 and (report["rejected"], report["submitted"] + report["sync"]["creates"]) == (1, 2)
+    report = dry_run_email_name(seg, tmp_path / "r", "--encoding", "cp1252")
+    assert (report["rejected"], report["submitted"] + report["sync"]["creates"]) == (1, 2)
     rejects = (Path(report["rejects_file"])).read_text(encoding="utf-8")
     assert "extra_cells" in rejects and ",3," in rejects  # row 3: "Smith, John" shifted a column
 
@@ -196,20 +192,8 @@ def test_rejects_file_lists_rows_in_file_order_whatever_the_reason(tmp_path):
         "email,name\nnot-an-address,A\nb@example.com,Smith, John\nc@@example.com,C\nd@example.com,D\n",
         encoding="utf-8",
     )
-    code, out, _ = run_export(
-        str(seg),
-        LIST_ID,
-        "email",
-        "--first-name-field",
-        "name",
-        "--dry-run",
-        "--results",
-        str(tmp_path / "r"),
-        "--quiet",
-        "--json",
-    )
-    report = json.loads(out)
-    assert code == 0 and report["rejected"] == 3
+    report = dry_run_email_name(seg, tmp_path / "r")
+    assert report["rejected"] == 3
     lines = Path(report["rejects_file"]).read_text(encoding="utf-8").splitlines()[1:]
     assert [(line.split(",")[1], line.split(",")[3]) for line in lines] == [
         ("2", "email_invalid"),
