@@ -258,14 +258,20 @@ def test_an_unparseable_file_is_reported_not_retried(indexed, app_env, blobs, sa
     assert sandbox.count("POST", "/v3/activities/contacts_json_import") == 0
 
 
+def cdm_export(indexed, app_env, sandbox, name: str) -> Path:
+    """An export ``name`` of the CDM folder ci/Segments, and a local copy of that folder (built by the
+    readers' own CDM builder from the sample, not yet uploaded)."""
+    from tests.test_readers import build_cdm
+
+    put_export(indexed, name, {**EXPORT, "segments": ["ci/Segments"]}, sandbox.create_list(name))
+    folder = Path(app_env["EXPORTER_SECRETS_FILE"]).parent / name
+    build_cdm(folder)
+    return folder
+
+
 @requires_sample
 def test_cdm_partitions_wait_for_model_json(indexed, app_env, blobs, sandbox):
-    from tests.test_readers import build_cdm  # the readers' own CDM builder, written to a folder
-
-    list_id = sandbox.create_list("CDM")
-    put_export(indexed, "cdm", {**EXPORT, "segments": ["ci/Segments"]}, list_id)
-    folder = Path(app_env["EXPORTER_SECRETS_FILE"]).parent / "cdm"
-    build_cdm(folder)
+    folder = cdm_export(indexed, app_env, sandbox, "cdm")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     partitions = [p for p in files if p.suffix == ".csv"]
     for path in partitions:
@@ -283,12 +289,7 @@ def test_cdm_partitions_wait_for_model_json(indexed, app_env, blobs, sandbox):
 
 @requires_sample
 def test_cdm_model_json_first_runs_once_when_the_last_partition_lands(indexed, app_env, blobs, sandbox):
-    from tests.test_readers import build_cdm
-
-    list_id = sandbox.create_list("CDM2")
-    put_export(indexed, "cdm2", {**EXPORT, "segments": ["ci/Segments"]}, list_id)
-    folder = Path(app_env["EXPORTER_SECRETS_FILE"]).parent / "cdm2"
-    build_cdm(folder)
+    folder = cdm_export(indexed, app_env, sandbox, "cdm2")
     partitions = sorted(p for p in folder.rglob("*.csv"))
     assert len(partitions) > 1
     call(

@@ -105,6 +105,16 @@ def reset_telemetry() -> Iterator[None]:
         observability._telemetry_configured = saved
 
 
+@pytest.fixture
+def distro_calls(monkeypatch, reset_telemetry) -> list[dict[str, object]]:
+    """A recording stand-in for azure.monitor.opentelemetry: the options of each configure call."""
+    calls: list[dict[str, object]] = []
+    fake = ModuleType("azure.monitor.opentelemetry")
+    fake.configure_azure_monitor = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", fake)
+    return calls
+
+
 def everything_at_debug() -> None:
     """Root and every known logger at DEBUG, third-party ones named explicitly so they exist."""
     logging.getLogger().setLevel(logging.DEBUG)
@@ -465,11 +475,8 @@ def test_without_a_connection_string_telemetry_is_not_even_imported():
     assert out.stdout.strip() == "[]"
 
 
-def test_with_a_connection_string_azure_monitor_is_configured_once(monkeypatch, reset_telemetry):
-    calls: list[dict[str, object]] = []
-    fake = ModuleType("azure.monitor.opentelemetry")
-    fake.configure_azure_monitor = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", fake)
+def test_with_a_connection_string_azure_monitor_is_configured_once(distro_calls):
+    calls = distro_calls
     env = {
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD;ClientId=11111111-2222-3333-4444-555555555555",
@@ -486,11 +493,8 @@ def test_with_a_connection_string_azure_monitor_is_configured_once(monkeypatch, 
     assert isinstance(options["credential"], ManagedIdentityCredential)
 
 
-def test_telemetry_is_left_to_the_functions_worker_when_it_configures_it(monkeypatch, reset_telemetry):
-    calls: list[dict[str, object]] = []
-    fake = ModuleType("azure.monitor.opentelemetry")
-    fake.configure_azure_monitor = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", fake)
+def test_telemetry_is_left_to_the_functions_worker_when_it_configures_it(distro_calls):
+    calls = distro_calls
     env = {
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
         "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
