@@ -125,9 +125,12 @@ class FileSecretStore:
 class EnvSecretStore:
     """Read-only secrets from environment variables: cc-client-id -> CC_CLIENT_ID.
 
-    Rotated refresh tokens are kept in memory for the life of the process (and a warning is due: the
-    next process starts from the environment's value, which rotation has made invalid).
+    Rotated refresh tokens are kept in memory for the life of the process only: the next process starts
+    from the environment's value, which a rotating refresh token has made invalid. ``keeps_writes`` says
+    so, and the token provider warns when that happens.
     """
+
+    keeps_writes = False
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if env is None else env

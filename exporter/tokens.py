@@ -126,13 +126,22 @@ class TokenProvider:
             newer = self._secrets.get(self._names.refresh_token)
             if not newer or newer == refresh_token:
                 raise
-            body = self._token_request(client_id, client_secret, newer)
+            refresh_token = newer
+            body = self._token_request(client_id, client_secret, refresh_token)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
             raise ApiError("the token endpoint answered without an access_token")
         new_refresh = body.get("refresh_token")
         if isinstance(new_refresh, str) and new_refresh:
             self._secrets.set(self._names.refresh_token, new_refresh)  # before the access token is used
+            if new_refresh != refresh_token and not getattr(self._secrets, "keeps_writes", True):
+                log.warning(
+                    "Constant Contact rotated the refresh token (%s); this secret store keeps the new one "
+                    "only while this process runs, so the next run with the same value will be refused. "
+                    "Use a Long Lived refresh token (the application's Refresh Token Type) with "
+                    "EXPORTER_SECRET_STORE=env, or the file or keyvault store.",
+                    self._names.refresh_token,
+                )
         expires_at = _expiry(body.get("expires_in"), self._clock())
         self._secrets.set(
             self._names.access_token, json.dumps({"access_token": access, "expires_at": expires_at})

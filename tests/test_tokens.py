@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -10,9 +11,9 @@ import httpx
 import pytest
 
 from exporter.errors import AuthorizationError, ConfigError
-from exporter.secrets import FileSecretStore, MemorySecretStore, SecretNames
+from exporter.secrets import EnvSecretStore, FileSecretStore, MemorySecretStore, SecretNames
 from exporter.tokens import TokenProvider, _expiry
-from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Sandbox, SandboxConfig
 
 NAMES = SecretNames()
 
@@ -211,3 +212,31 @@ def test_a_public_client_from_the_device_flow_refreshes_without_a_secret(sandbox
     refresh = [r for r in sandbox.requests if r.path.endswith("/v1/token")][-1]
     assert refresh.status == 200 and "authorization" not in {k.lower() for k in refresh.headers}
     assert store.get(NAMES.refresh_token) != granted["refresh_token"]  # rotated, and stored
+
+
+@pytest.mark.parametrize("rotating", [True, False])
+def test_the_env_store_warns_when_a_rotated_refresh_token_dies_with_the_process(rotating, caplog):
+    """EXPORTER_SECRET_STORE=env cannot keep a rotated refresh token: the next run would be refused with
+    the environment's old value, so the run says so (naming the secret, never the token)."""
+    with Sandbox(SandboxConfig(rotate_refresh_tokens=rotating)) as sb:
+        refresh = sb.issue_refresh_token(DEFAULT_CLIENT_ID)
+        env = {
+            "CC_CLIENT_ID": DEFAULT_CLIENT_ID,
+            "CC_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+            "CC_REFRESH_TOKEN": refresh,
+        }
+        store = EnvSecretStore(env)
+        with caplog.at_level(logging.WARNING, logger="exporter.tokens"):
+            assert provider(sb, store).access_token()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if rotating:
+        assert len(warnings) == 1 and "cc-refresh-token" in warnings[0] and "Long Lived" in warnings[0]
+        assert store.get(NAMES.refresh_token) not in warnings[0] and refresh not in warnings[0]
+    else:  # a long-lived token comes back unchanged: nothing is lost
+        assert warnings == [] and store.get(NAMES.refresh_token) == refresh
+
+
+def test_a_store_that_keeps_writes_gives_no_rotation_warning(sandbox, secret_store, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporter.tokens"):
+        assert provider(sandbox, secret_store).access_token()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
