@@ -577,6 +577,13 @@ class Exporter:
             return
         sync["removals_planned"] = len(leavers)
         prepared.leavers = leavers
+        if left > len(leavers):
+            others = left - len(leavers)
+            sync["leavers_not_ours"] = others
+            sync["note"] = (
+                f"{others:,} leaver(s) kept: this export cannot tell that it put them on the list (they "
+                "were already there, or were first sent in add-only mode, when the list is not read)"
+            )
 
     @staticmethod
     def _removals_due(report: RunReport) -> bool:
@@ -803,7 +810,9 @@ class Exporter:
         lines = []
         for email, source, row in read_row_map(self.state.get_bytes(str(chunk["rows"])) or b""):
             if email in by_email:
-                reason = f"Constant Contact refused it: {by_email[email]}"
+                reason = (
+                    f"Constant Contact refused it: {mask_text(by_email[email])}"  # the address is in value
+                )
                 lines.append([source, str(row), "email", "refused_by_constant_contact", reason, email])
         if lines:
             checkpoint.refused_keys.extend(email_key(line[-1]) for line in lines)

@@ -327,6 +327,11 @@ def _sniff_delimiter(head: bytes, encoding: str) -> str:
     return _DELIMITERS[-best[1]] if best[0] else ","
 
 
+def _encoding_option(name: str) -> str:
+    """How to give an encoding, wherever the reader was called from (command line or export settings)."""
+    return f'--encoding {name} on the command line, "encoding": "{name}" in an export'
+
+
 def _holds_more_lines(row: list[str]) -> bool:
     """Whether a cell of the row goes on, after a line break, with more text."""
     return any(line.strip() for cell in row for line in cell.splitlines()[1:])
@@ -514,8 +519,8 @@ class _CsvFile:
             label = _encoding_label(encoding)
             if self.encoding is None:
                 fix = (
-                    "Save the file as UTF-8 (Excel: 'CSV UTF-8'), or pass the encoding it was saved in, "
-                    "e.g. encoding='cp1252' for Windows/Excel 'CSV (comma delimited)'."
+                    "Save the file as UTF-8 (Excel: 'CSV UTF-8'), or give the encoding it was saved in, "
+                    f"e.g. cp1252 for Windows/Excel 'CSV (comma delimited)' ({_encoding_option('cp1252')})."
                 )
             else:
                 fix = "Pass the encoding the file was really saved in, or save it as UTF-8."
@@ -524,9 +529,9 @@ class _CsvFile:
         if head.startswith(b"PK\x03\x04"):
             fix = "It is a ZIP file, probably an Excel workbook (.xlsx): save it as 'CSV UTF-8' instead."
         elif len(head) >= 8 and head[1:8:2] == b"\0\0\0\0" and 0 not in head[0:8:2]:
-            fix = "It looks like UTF-16 without a byte-order mark: pass encoding='utf-16-le'."
+            fix = f"It looks like UTF-16 without a byte-order mark: {_encoding_option('utf-16-le')}."
         elif len(head) >= 8 and head[0:8:2] == b"\0\0\0\0" and 0 not in head[1:8:2]:
-            fix = "It looks like UTF-16 without a byte-order mark: pass encoding='utf-16-be'."
+            fix = f"It looks like UTF-16 without a byte-order mark: {_encoding_option('utf-16-be')}."
         return SegmentError(f"{self.source}: {where} contains a NUL character. {fix}")
 
     def _where(self, offset: int, encoding: str, delimiter: str, number: int) -> str:

@@ -125,16 +125,19 @@ class RunReport:
             f"  received   {self.received:>9,}  rows from {len(self.segments)} segment(s)",
             f"  rejected   {self.rejected:>9,}  (see rejects file)",
             f"  duplicates {self.duplicates:>9,}  (same email earlier in the export; first one kept)",
-            f"  submitted  {self.submitted:>9,}  contacts in {self.chunks} import request(s)"
-            if not self.dry_run
-            else f"  would send {sum(a.contacts for a in self.activities):>9,}  contacts in {self.chunks} "
-            "import request(s)",
         ]
-        if not self.dry_run:
+        if self.dry_run:
+            would_send = sum(a.contacts for a in self.activities)
+            lines.append(f"  would send {would_send:>9,}  contacts in {self.chunks} import request(s)")
+        else:
+            sent = sum(1 for a in self.activities if a.activity_id)
+            prepared = f" ({self.chunks} prepared)" if sent < self.chunks else ""
+            lines.append(f"  submitted  {self.submitted:>9,}  contacts in {sent} import request(s){prepared}")
             lines.append(f"  refused    {self.refused_by_constant_contact:>9,}  by Constant Contact")
-            lines.append(f"  unsubscribed, not re-added {self.not_added_unsubscribed:,}")
-            delivered = "unknown yet" if self.delivered is None else f"{self.delivered:,}"
-            lines.append(f"  delivered  {delivered:>9}  to list {self.list_id}")
+            lines.append(
+                f"  not added  {self.not_added_unsubscribed:>9,}  unsubscribed (never re-subscribed)"
+            )
+            lines.append(f"  delivered  {self._delivered_text():>9}  to list {self.list_id}")
         if self.sync:
             sync = self.sync
             removals = sync.get("removed", sync.get("removals_planned", 0))
@@ -155,6 +158,15 @@ class RunReport:
             )
         if self.error:
             lines.append(f"  error: {self.error['message']}")
-        lines.append(f"  report:  {self.report_file}")
-        lines.append(f"  rejects: {self.rejects_file}")
+        lines.append(f"  report:     {self.report_file}")
+        lines.append(f"  rejects:    {self.rejects_file}")
+        if self.duplicates_file:
+            lines.append(f"  duplicates: {self.duplicates_file}")
         return lines
+
+    def _delivered_text(self) -> str:
+        if self.delivered is not None:
+            return f"{self.delivered:,}"
+        if self.status == "failed":
+            return "unknown" if self.submitted else "none"
+        return "unknown yet"  # pending: the activities are still running

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
+from exporter.report import ActivityReport, RunReport
 from tests.conftest import CONTACT_CSV, requires_sample
 
 LIST_ID = "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10"
@@ -232,3 +233,17 @@ def test_resume_finishes_a_pending_run_without_resending(tmp_path, sandbox, secr
         "b@example.com",
     ]
     assert run_cli("resume", "--run-id", "nope", "--results", str(tmp_path / "r"))[0] == 2
+
+
+def test_the_summary_of_a_run_that_failed_before_sending_says_nothing_was_delivered():
+    report = RunReport(run_id="r", list_id=LIST_ID, status="failed", received=3, valid=3, chunks=1)
+    report.activities = [ActivityReport(chunk=1, contacts=3, bytes=300)]
+    report.error = {"type": "ConfigError", "message": "the list does not exist"}
+    lines = report.summary_lines()
+    assert any("submitted" in line and "in 0 import request(s) (1 prepared)" in line for line in lines)
+    assert any(line.split()[:2] == ["delivered", "none"] for line in lines)
+    report.status = "pending"  # one request sent, its activity still running
+    report.activities[0].activity_id, report.submitted = "a1", 3
+    lines = report.summary_lines()
+    assert any("in 1 import request(s)" in line and "prepared" not in line for line in lines)
+    assert any(line.split()[:3] == ["delivered", "unknown", "yet"] for line in lines)

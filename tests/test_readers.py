@@ -132,7 +132,7 @@ def test_cp1252_needs_the_encoding_override(tmp_path: Path) -> None:
     data = f"Email,Name\na@example.com,{name}\n".encode("cp1252")
     message = segment_error(tmp_path, data)
     assert "segment.csv" in message and "row 2" in message and "UTF-8" in message
-    assert "encoding='cp1252'" in message
+    assert "--encoding cp1252" in message and '"encoding": "cp1252"' in message
     _, rows = read(tmp_path, data, encoding="cp1252")
     assert rows == [(2, ["a@example.com", name])]
 
@@ -177,7 +177,7 @@ def test_nul_byte_is_a_segment_error_naming_the_row(tmp_path: Path) -> None:
 
 def test_utf16_without_bom_is_reported_as_such(tmp_path: Path) -> None:
     message = segment_error(tmp_path, "Email,Name\na@example.com,x\n".encode("utf-16-le"))
-    assert "NUL" in message and "encoding='utf-16-le'" in message
+    assert "NUL" in message and "--encoding utf-16-le" in message
     _, rows = read(tmp_path, "Email,Name\na@example.com,x\n".encode("utf-16-le"), encoding="utf-16-le")
     assert rows == [(2, ["a@example.com", "x"])]
 

@@ -73,7 +73,17 @@ def test_contacts_someone_else_put_on_the_list_are_never_removed(run, sandbox):
     run([*ABC, ("form@example.com", "F")], mode="mirror")  # also in the segment on day 1
     second = run(ABC[:1], mode="mirror", allow_shrink=True)
     assert second.sync["removed"] == 2  # b and c, which this export added
+    assert second.sync["leavers_not_ours"] == 1  # form@, on the list before the export
     assert members(sandbox, run.list_id) == ["a@example.com", "form@example.com", "other@example.com"]
+
+
+def test_mirror_after_add_only_keeps_contacts_it_cannot_tell_are_its_own_and_says_so(run, sandbox):
+    run(ABC)  # add-only: the list is not read first, so ownership is unknown
+    second = run(ABC[:2], mode="mirror")
+    assert second.status == "completed" and second.sync["removals_planned"] == 0
+    assert second.sync["leavers"] == second.sync["leavers_not_ours"] == 1
+    assert "1 leaver(s) kept" in second.sync["note"] and "add-only" in second.sync["note"]
+    assert sandbox.count("POST", REMOVALS) == 0 and len(members(sandbox, run.list_id)) == 3
 
 
 @pytest.mark.parametrize("day2", [[], [("a@example.com", "A")]])
