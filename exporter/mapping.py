@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, SegmentError
+from .privacy import shorten
 from .readers import find_column
 
 # Import fields and their maxLength, from the official spec. "birthday" is ours: one date column
@@ -157,11 +158,13 @@ def resolve(mapping: DataMapping, columns: Sequence[str], *, source: str) -> Col
     for target, column in mapping.targets():
         index = find_column(columns, column)
         if index is None:
-            missing.append(f"{column!r} (for {target})")
+            missing.append(f"{shorten(column)!r} (for {target})")
         else:
             positions.append((target, index, columns[index]))
     if missing:
-        shown = ", ".join(repr(c.strip()) for c in columns[:40])
+        shown = ", ".join(repr(shorten(c.strip(), 60)) for c in columns[:40])
+        if len(columns) > 40:
+            shown += f" and {len(columns) - 40:,} more"
         raise SegmentError(
             f"{source}: column {' and '.join(missing)} not found. The file has these columns: {shown}. "
             "Fix the data matching of the export, or the file."

@@ -1,26 +1,68 @@
 """Keep personal data out of logs, reports and alerts: email addresses are masked wherever text may
-contain them (Constant Contact's activity_errors, exception messages)."""
+contain them (Constant Contact's activity_errors, exception messages), and text a user wrote (a header
+cell, a value) is shortened before an error message repeats it."""
 
 from __future__ import annotations
 
 import re
 
-_EMAIL_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+# An address is found from its '@' outwards, never by trying every start position: a pattern such as
+# ``[^\s@]+@[^\s@]+`` scans the whole run again from each position and takes seconds on 100k characters.
+# The part before '@' may hold an apostrophe (mary.o'connor@...) or be quoted ("john doe"@...).
+_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|[^\s@<>()\[\],;:\"]+")
+_DOMAIN = re.compile(r"[^\s@<>()\[\],;:\"']+")
 
 
 def mask_email(email: str) -> str:
-    """``jane.doe@example.com`` -> ``j***@example.com``: enough to recognise a domain, not a person."""
+    """``jane.doe@example.com`` -> ``j***@example.com``: enough to recognise a domain, not a person.
+    Masking a masked address changes nothing."""
     local, sep, domain = email.rpartition("@")
     if not sep:
         return "***"
-    return f"{local[:1]}***@{domain}"
+    return f"{_mask_local(local)}@{domain}"
+
+
+def _mask_local(local: str) -> str:
+    return '"***"' if local.startswith('"') else f"{local[:1]}***"
+
+
+def _email_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every email-like token, in one pass over the text."""
+    spans: list[tuple[int, int]] = []
+    floor = 0  # where the part before '@' may start: after the previous '@' or token
+    at = text.find("@")
+    while at != -1:
+        domain = _DOMAIN.match(text, at + 1)
+        # Read backwards from the '@', over no more than the text since the previous one (linear in all).
+        local = _LOCAL_REVERSED.match(text[floor:at][::-1])
+        if local is not None and domain is not None:
+            spans.append((at - local.end(), domain.end()))
+            floor = domain.end()
+        else:
+            floor = at + 1
+        at = text.find("@", floor)
+    return spans
 
 
 def mask_text(text: str) -> str:
     """Mask every email address inside free text."""
-    return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
+    if "@" not in text:
+        return text
+    parts: list[str] = []
+    done = 0
+    for start, end in _email_spans(text):
+        parts += [text[done:start], mask_email(text[start:end])]
+        done = end
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def find_emails(text: str) -> list[str]:
     """Email-like tokens in free text (used to map Constant Contact's error strings back to rows)."""
-    return [m.group(0).strip(".").lower() for m in _EMAIL_IN_TEXT.finditer(text)]
+    return [text[start:end].strip(".'").lower() for start, end in _email_spans(text)]
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """A user's text cut to ``limit`` characters for an error message: a 50,000-character header cell
+    must not become a 50,000-character error (or a log line that carries a whole row)."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

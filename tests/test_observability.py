@@ -40,6 +40,7 @@ from exporter.observability import (
     sanitize_record,
 )
 from exporter.pipeline import ExportRequest
+from exporter.privacy import find_emails, mask_text, shorten
 from exporter.report import RunReport
 from sandbox import DEFAULT_CLIENT_SECRET
 from tests.test_export import exporter_for, write_csv
@@ -308,6 +309,34 @@ def test_emails_are_masked_and_ordinary_identifiers_are_not():
         "Authorization=AAD;ClientId=0f0e0d0c-0b0a-0908-0706-050403020100",
     ):
         assert mask_secrets(harmless) == harmless
+
+
+@pytest.mark.parametrize(
+    ("text", "masked", "found"),
+    [
+        ("refused: mary.o'connor@example.com.", "refused: m***@example.com.", ["mary.o'connor@example.com"]),
+        ('"john doe"@example.com is quoted', '"***"@example.com is quoted', ['"john doe"@example.com']),
+        (
+            "['ann@example.com', 'bo@x.org']",
+            "['***@example.com', '***@x.org']",
+            ["ann@example.com", "bo@x.org"],
+        ),
+        ("<Ann@Example.com>;b@c.de", "<A***@Example.com>;b***@c.de", ["ann@example.com", "b@c.de"]),
+        ("no address @ here, a@ or @b", "no address @ here, a@ or @b", []),
+        ("x" * 100_000, "x" * 100_000, []),
+        ("y" * 50_000 + "@example.com", "y***@example.com", ["y" * 50_000 + "@example.com"]),
+    ],
+    ids=["apostrophe", "quoted", "repr-quoted", "brackets", "no-address", "long-no-at", "long-local"],
+)
+def test_email_addresses_in_text_are_found_and_masked(text, masked, found):
+    assert mask_text(text) == masked
+    assert mask_text(masked) == masked  # idempotent
+    assert find_emails(text) == found
+
+
+def test_user_text_in_messages_is_shortened():
+    assert shorten("Email") == "Email"
+    assert shorten("x" * 81) == "x" * 79 + "…" and len(shorten("y" * 10_000, 40)) == 40
 
 
 def test_records_are_masked_when_created_so_every_handler_sees_masked_text(isolated_logging):

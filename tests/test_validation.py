@@ -66,6 +66,12 @@ def test_email_length_limit_is_a_setting_defaulting_to_the_product_80():
     assert check_email(too_long, max_length=80)[1].code == "email_too_long"
 
 
+def test_a_very_long_international_address_is_refused_by_length_before_idna():
+    _, issue = check_email("a@" + "中" * 20_000 + ".com", max_length=80)  # IDNA would take a minute
+    assert issue is not None and issue.code == "email_too_long" and "20006 characters" in issue.reason
+    assert check_email("Ann@Bücher.example", max_length=80) == ("ann@xn--bcher-kva.example", None)
+
+
 def test_local_part_over_64_is_invalid():
     assert check_email("a" * 65 + "@example.com", max_length=254)[1].code == "email_invalid"
 
