@@ -47,7 +47,7 @@ from .files import SegmentFiles
 from .mapping import ColumnPlan, DataMapping, resolve
 from .observability import record_run_metrics, run_context
 from .privacy import find_emails, mask_email, mask_text
-from .readers import find_column, open_segment
+from .readers import check_delimiter, check_encoding, find_column, open_segment
 from .rejects import DUPLICATE_COLUMNS, REJECT_COLUMNS, CsvSpool, safe_cell
 from .report import ActivityReport, RunReport, SegmentReport, new_run_id, utc_now
 from .snapshot import CLEAR, FLAGS, NEW, OURS, Snapshot, SnapshotBuilder, email_key, email_keys, fields_hash
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 PROGRESS_EVERY_ROWS = 100_000
 CHECKPOINT_VERSION = 1
 
@@ -93,7 +93,9 @@ class ExportRequest:
             raise ConfigError(f"mode must be add_only or mirror, got {self.mode!r}")
         if not 0.0 <= self.shrink_guard <= 1.0:
             raise ConfigError(f"shrink_guard is a share between 0 and 1, got {self.shrink_guard}")
-        if not _UUID.match(self.list_id or ""):
+        check_encoding(self.encoding)
+        check_delimiter(self.delimiter)
+        if not isinstance(self.list_id, str) or not _UUID.fullmatch(self.list_id):
             raise ConfigError(
                 f"list ID {self.list_id!r} is not a Constant Contact list ID (a UUID such as "
                 "04fe9a97-a579-43c5-bb1a-58ed29bf0a6a)"
@@ -351,6 +353,8 @@ class Exporter:
         builder = SnapshotBuilder()
         remember = builder.extend
         sample: list[dict[str, Any]] = []
+        reading: SegmentReport | None = None
+        table_start = 0
         # The loop allocates a few objects a row and frees them all (no cycles): the cyclic collector
         # would only walk them again and again. Measured: 10% of a 1M-profile prepare.
         gc_was_enabled = gc.isenabled()
@@ -371,9 +375,11 @@ class Exporter:
                     consent = _consent_column(request, table.columns, source)
                     width = len(table.columns)
                     table_start = received
+                    reading = seg_report  # counted in finally should the table fail half-way
                     for numbers, rows in table.batches():
                         before, received = received, received + len(rows)
                         if received > limit:
+                            received = before  # counted: the rows checked, none of this batch
                             raise LimitExceededError(
                                 f"the export has more than {limit:,} profiles (the limit per export); nothing "
                                 "was sent. Split the segment into smaller ones, or raise EXPORTER_MAX_PROFILES "
@@ -472,8 +478,11 @@ class Exporter:
                                 )
                         for done in chunker.add_batch(joined, item_sizes(cores), emails, source, row_numbers):
                             self._spool(done, prepared)
+                    reading = None
                     seg_report.received += received - table_start
         finally:  # a file that fails half-way still reports what was read
+            if reading is not None:
+                reading.received += received - table_start
             if gc_was_enabled:
                 gc.enable()
             report.received, report.valid, report.rejected = received, valid, rejected

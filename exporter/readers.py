@@ -29,13 +29,25 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.errors import ConfigError, SegmentError
 from exporter.files import SegmentFiles, join_path
+from exporter.privacy import mask_email, shorten
 
-__all__ = ["Segment", "Table", "find_column", "normalise_header", "open_segment"]
+__all__ = [
+    "Segment",
+    "Table",
+    "check_delimiter",
+    "check_encoding",
+    "find_column",
+    "normalise_header",
+    "open_segment",
+]
 
 RowIterator = Iterator[tuple[int, list[str]]]
 # (row numbers, rows): a range when the numbers follow on, a list when blank lines were skipped.
 BatchIterator = Iterator[tuple[Sequence[int], list[list[str]]]]
 BATCH_ROWS = 2048  # rows per batch: per-batch work vanishes, the batch stays in cache (measured: 1024-4096)
+# Cells per batch: wide rows make smaller batches, so memory stays flat whatever the width (a 150-column
+# file reads 873 rows a batch; a row of 100,000 cells, one).
+_BATCH_CELLS = BATCH_ROWS * 64
 _Quoting = Literal[0, 1, 2, 3]  # the csv.QUOTE_* constants
 
 _HEAD_BYTES = 64 * 1024  # first read: BOM, delimiter and header sniffing
@@ -46,6 +58,11 @@ _DELIMITER_ALIASES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", 
 _RUN_DEPTH = 5  # <Table>/<YYYY>/<MM>/<DD>/<HHMM>: how far below model.json a given folder may be
 _EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _QUOTED = re.compile(r'"[^"]*"')
+_NOT_FILE_ENCODINGS = frozenset({"idna", "punycode", "undefined"})
+_BYTE_ORDER_MARKED = {
+    "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+    "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),
+}
 
 
 # --------------------------------------------------------------------------------------------------- API
@@ -86,8 +103,9 @@ class Table:
 
         ``row_number`` is the spreadsheet-style record number (header = 1, first data row = 2, or 1 when
         the file has no header row); blank lines are skipped but still counted, so the number is the row
-        a person sees when opening the file in Excel. Short rows are padded with ``""``, long rows keep
-        their extra cells. The list is the one :func:`csv.reader` made: keep it, do not expect a copy.
+        a person sees when opening the file in Excel. Short rows are padded with ``""`` up to the last
+        named column, long rows keep their extra cells. The list is the one :func:`csv.reader` made:
+        keep it, do not expect a copy.
         """
         return self._read()
 
@@ -147,8 +165,8 @@ def open_segment(
 
     Raises SegmentError for anything unreadable, ConfigError for an unknown encoding or bad delimiter.
     """
-    encoding = _check_encoding(encoding)
-    delimiter = _check_delimiter(delimiter)
+    encoding = check_encoding(encoding)
+    delimiter = check_delimiter(delimiter)
     path = _clean_path(path)
     try:
         if files.is_dir(path):
@@ -165,19 +183,22 @@ def open_segment(
 # ------------------------------------------------------------------------------------- arguments, paths
 
 
-def _check_encoding(encoding: str | None) -> str | None:
+def check_encoding(encoding: str | None) -> str | None:
     if encoding is None or encoding == "":
         return None
+    examples = "use a Python codec name such as 'utf-8', 'cp1252' or 'utf-16'"
     try:
-        codecs.lookup(encoding)
+        info = codecs.lookup(encoding)
     except LookupError:
-        raise ConfigError(
-            f"unknown encoding {encoding!r}: use a Python codec name such as 'utf-8', 'cp1252' or 'utf-16'"
-        ) from None
+        raise ConfigError(f"unknown encoding {encoding!r}: {examples}") from None
+    # rot13, base64, zlib...: codecs, but not the encoding of a text file; idna and punycode are for
+    # domain names only.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_FILE_ENCODINGS:
+        raise ConfigError(f"{encoding!r} is not a text file encoding: {examples}")
     return encoding
 
 
-def _check_delimiter(delimiter: str | None) -> str | None:
+def check_delimiter(delimiter: str | None) -> str | None:
     if delimiter is None or delimiter == "":
         return None
     delimiter = _DELIMITER_ALIASES.get(delimiter.casefold(), delimiter)
@@ -341,6 +362,18 @@ def _is_blank(row: list[str]) -> bool:
     return not "".join(row).strip()
 
 
+def _batch_size(width: int) -> int:
+    return max(1, min(BATCH_ROWS, _BATCH_CELLS // max(width, 1)))
+
+
+def _named_width(columns: Sequence[str]) -> int:
+    """Columns up to the last one with a name: a header may end in thousands of empty ones."""
+    named = len(columns)
+    while named and not columns[named - 1].strip():
+        named -= 1
+    return named
+
+
 # ------------------------------------------------------------------------------------------ CSV reading
 
 
@@ -368,6 +401,12 @@ class _CsvFile:
         try:
             head = _read_head(raw)
             encoding = _pick_encoding(head, self.encoding)
+            name = codecs.lookup(encoding).name
+            if name in _BYTE_ORDER_MARKED and not head.startswith(_BYTE_ORDER_MARKED[name]):
+                raise SegmentError(
+                    f"{self.source}: the file does not start with a byte-order mark, so {name} cannot tell "
+                    f"which byte order it uses: give it ({_encoding_option(name + '-le')}, or {name}-be)."
+                )
             stream = _Stream(raw, head, _unit_width(encoding), self.path)
             text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
             text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # fewer, larger decodes: ~5% faster
@@ -388,7 +427,7 @@ class _CsvFile:
                     number += 1
                     if not _is_blank(row):
                         return (number, row), delimiter, head
-            except (UnicodeDecodeError, _NulFound, csv.Error, OSError) as exc:
+            except (UnicodeError, _NulFound, csv.Error, OSError) as exc:
                 raise self._error(exc, stream, encoding, delimiter, head, number) from None
         return None, delimiter, head
 
@@ -403,7 +442,7 @@ class _CsvFile:
         text, stream, encoding, head = self._open()
         delimiter = self.delimiter or _sniff_delimiter(head, encoding)
         number = 0
-        failed: UnicodeDecodeError | _NulFound | csv.Error | OSError | None = None
+        failed: UnicodeError | _NulFound | csv.Error | OSError | None = None
         with text:
             reader = csv.reader(text, delimiter=delimiter, quoting=self.quoting)
             try:
@@ -413,17 +452,19 @@ class _CsvFile:
                         if not _is_blank(row):
                             self._check_header(row)
                             break
-            except (UnicodeDecodeError, _NulFound, csv.Error, OSError) as exc:
+            except (UnicodeError, _NulFound, csv.Error, OSError) as exc:
                 raise self._error(exc, stream, encoding, delimiter, head, number) from None
             width = len(self.columns)
+            named = _named_width(self.columns)
+            size = _batch_size(width)
             first_cell = itemgetter(0)
             last_row: list[str] = []
             lines = reader.line_num
             while failed is None:
                 rows: list[list[str]] = []
                 try:
-                    rows.extend(islice(reader, BATCH_ROWS))  # keeps the rows read before an error
-                except (UnicodeDecodeError, _NulFound, csv.Error, OSError) as exc:
+                    rows.extend(islice(reader, size))  # keeps the rows read before an error
+                except (UnicodeError, _NulFound, csv.Error, OSError) as exc:
                     failed = exc
                 if not rows:
                     break
@@ -433,11 +474,13 @@ class _CsvFile:
                     self._check_merged_rows(rows, start, width, delimiter)
                 lines = reader.line_num
                 # A short, long or blank row fails one test or the other: the first cell of a row of
-                # the header's width is only empty when the row may be blank.
-                if all(map(width.__eq__, map(len, rows))) and all(map(first_cell, rows)):
+                # the header's width is only empty (or spaces) when the row may be blank.
+                if all(map(width.__eq__, map(len, rows))) and all(map(str.strip, map(first_cell, rows))):
+                    size = _batch_size(width)
                     yield range(start, number + 1), rows
                 else:
-                    yield self._tidy(rows, start, width)
+                    size = _batch_size(max(width, *map(len, rows)))
+                    yield self._tidy(rows, start, width, named)
             if failed is not None:
                 raise self._error(failed, stream, encoding, delimiter, head, number) from None
             if stream.quotes % 2 and _holds_more_lines(last_row):
@@ -449,34 +492,41 @@ class _CsvFile:
                 )
 
     def _check_merged_rows(self, rows: list[list[str]], start: int, width: int, delimiter: str) -> None:
-        """Refuse a value whose lines look like rows of this file. An opening quote that is never closed
-        makes csv.reader read on, rows and all, up to the next quote anywhere in the file, and those rows
-        would be lost inside one value. A genuine multi-line value (an address) rarely holds two lines
-        with as many delimiters as a row has."""
-        least = max(2, width - 1)
+        """Refuse a record that swallowed a row. A stray opening quote makes csv.reader read on, over the
+        line break, up to the next quote anywhere in the file: the rows in between end up inside one
+        value. Two rows hold 2 x (width - 1) delimiters; a record of the header's width keeps width - 1
+        of them between its cells, so the swallowing value holds at least width - 1 (fewer cells, more)
+        and, since it spans every column but one, an email address. A genuine multi-line value (an
+        address) rarely holds both. A record with a multi-line value and more cells than the header is
+        refused too: its quotes are wrong somewhere."""
+        least = max(1, width - 1)
         for number, row in enumerate(rows, start):
-            for cell in row:
-                if "\n" not in cell and "\r" not in cell:
+            multiline = [cell for cell in row if "\n" in cell or "\r" in cell]
+            if not multiline:
+                continue
+            if len(row) <= width or not any(cell.strip() for cell in row[width:]):
+                if sum(cell.count(delimiter) for cell in multiline) < least:
                     continue
-                rowlike = sum(1 for line in cell.splitlines()[1:] if line.count(delimiter) >= least)
-                if rowlike >= 2:
-                    raise SegmentError(
-                        f"{self.source}: cannot parse row {number}: a quoted value in it runs over "
-                        f'{rowlike + 1} or more lines that look like rows of this file, so a quote (") is '
-                        "probably opened there and never closed. Check the quotes there."
-                    )
+                if not any("@" in cell for cell in multiline):
+                    continue
+            raise SegmentError(
+                f'{self.source}: cannot parse row {number}: a quote (") opened in it is never closed where '
+                "the value ends, so the value runs over a line break and has probably swallowed the next "
+                "row. Check the quotes in that row."
+            )
 
     @staticmethod
-    def _tidy(rows: list[list[str]], start: int, width: int) -> tuple[list[int], list[list[str]]]:
-        """Drop blank rows (their numbers are skipped) and pad short rows with ``""``."""
+    def _tidy(rows: list[list[str]], start: int, width: int, named: int) -> tuple[list[int], list[list[str]]]:
+        """Drop blank rows (their numbers are skipped) and pad short rows with ``""`` up to the last
+        named column (unnamed ones, trailing delimiters of the header, can never be mapped)."""
         numbers: list[int] = []
         kept: list[list[str]] = []
         for number, row in enumerate(rows, start):
-            if len(row) != width or not row[0]:
+            if len(row) != width or not row[0].strip():
                 if _is_blank(row):
                     continue
-                if len(row) < width:
-                    row += [""] * (width - len(row))
+                if len(row) < named:
+                    row += [""] * (named - len(row))
             numbers.append(number)
             kept.append(row)
         return numbers, kept
@@ -488,13 +538,14 @@ class _CsvFile:
         if self.model is None:
             raise SegmentError(
                 f"{self.source}: the header row changed while the segment was being read "
-                f"(was {list(self.columns)}, now {found}). Do not overwrite a segment file during an export."
+                f"(was {shorten(str(list(self.columns)), 200)}, now {shorten(str(found), 200)}). Do not overwrite "
+                "a segment file during an export."
             )
         raise _header_mismatch(self.source, found, self.columns, self.model)
 
     def _error(
         self,
-        exc: UnicodeDecodeError | _NulFound | csv.Error | OSError,
+        exc: UnicodeError | _NulFound | csv.Error | OSError,
         stream: _Stream,
         encoding: str,
         delimiter: str,
@@ -504,6 +555,12 @@ class _CsvFile:
         """Turn a decoding, NUL, csv or I/O error into a SegmentError that says where and what to do."""
         if isinstance(exc, OSError):  # e.g. the blob was replaced or deleted while being read
             return SegmentError(f"{self.source}: reading failed after row {number}: {exc}")
+        if isinstance(exc, UnicodeError) and not isinstance(exc, UnicodeDecodeError):
+            # the codec itself gave up (no BOM for utf-16, a codec that cannot decode files)
+            label = _encoding_label(encoding)
+            return SegmentError(
+                f"{self.source}: cannot decode the file as {label}: {exc}. Give its encoding."
+            )
         if not isinstance(exc, UnicodeDecodeError | _NulFound):
             hint = ""
             if "field larger than field limit" in str(exc):
@@ -614,7 +671,7 @@ def _check_columns(source: str, columns: Sequence[str], model: str | None = None
         for name in columns:
             if _EMAIL_LIKE.fullmatch(name.strip()):
                 raise SegmentError(
-                    f"{where}: the first row looks like data, not a header ({name.strip()!r} is an email "
+                    f"{where}: the first row looks like data, not a header ({mask_email(name.strip())!r} is an email "
                     "address). Add a header row naming the columns, e.g. Email,FirstName,LastName."
                 )
     seen: dict[str, int] = {}
@@ -625,7 +682,8 @@ def _check_columns(source: str, columns: Sequence[str], model: str | None = None
         if key in seen:
             first = seen[key]
             raise SegmentError(
-                f"{where}: columns {first + 1} ({columns[first]!r}) and {index + 1} ({name!r}) have the same "
+                f"{where}: columns {first + 1} ({shorten(columns[first])!r}) and {index + 1} ({shorten(name)!r}) "
+                "have the same "
                 "name once case and spaces are ignored, so a field mapping could not tell them apart. "
                 "Rename or remove one of them."
             )
@@ -709,8 +767,8 @@ def _format_settings(settings: Any, model_path: str) -> _Partition:
     delimiter = settings.get("delimiter")
     encoding = settings.get("encoding")
     try:
-        delimiter = _check_delimiter(delimiter) if isinstance(delimiter, str) else None
-        encoding = _check_encoding(encoding) if isinstance(encoding, str) else None
+        delimiter = check_delimiter(delimiter) if isinstance(delimiter, str) else None
+        encoding = check_encoding(encoding) if isinstance(encoding, str) else None
     except ConfigError as exc:
         raise SegmentError(f"{model_path}: fileFormatSettings: {exc}") from None
     quoting: _Quoting = csv.QUOTE_MINIMAL
@@ -799,7 +857,10 @@ def _open_cdm(files: SegmentFiles, folder: str, encoding: str | None, delimiter:
 
     entity_folder = below[0] if below else name
     listed: list[_Partition] = []
-    for index, item in enumerate(entity.get("partitions") or []):
+    partitions = entity.get("partitions") or []
+    if not isinstance(partitions, list):
+        raise SegmentError(f'{model_path}: "partitions" of entity {name!r} is not a list.')
+    for index, item in enumerate(partitions):
         location = item.get("location") if isinstance(item, dict) else None
         if not isinstance(location, str):
             raise SegmentError(f"{model_path}: partition {index + 1} of entity {name!r} has no location.")
@@ -888,7 +949,9 @@ def _header_mismatch(source: str, found: Sequence[str], expected: Sequence[str],
     detail = f"the file has {len(found)} columns, model.json {len(expected)}"
     for index, (have, want) in enumerate(zip(found, expected, strict=False)):
         if normalise_header(have) != normalise_header(want):
-            detail += f"; column {index + 1} is {have!r} in the file but {want!r} in model.json"
+            detail += (
+                f"; column {index + 1} is {shorten(have)!r} in the file but {shorten(want)!r} in model.json"
+            )
             break
     return SegmentError(
         f"{source}: the header row does not match the entity's attributes in {model} ({detail}). "

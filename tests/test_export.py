@@ -250,6 +250,19 @@ def test_more_profiles_than_the_limit_is_refused_before_anything_is_sent(tmp_pat
     assert sandbox.count("*", "/v3") == 0
 
 
+def test_a_run_stopped_by_the_limit_counts_the_rows_it_checked_and_no_more(tmp_path, sandbox, cc_client):
+    rows = [[f"u{i}@example.com" if i % 10 else "not-an-email"] for i in range(5000)]
+    path = write_csv(tmp_path / "seg.csv", ["email"], rows)
+    list_id = sandbox.create_list("Limit")
+    report = exporter_for(tmp_path, cc_client, Settings(max_profiles=4500)).run(
+        ExportRequest(segments=(path,), list_id=list_id, mapping=DataMapping(email="email"))
+    )
+    assert report.error["type"] == "LimitExceededError"
+    assert 0 < report.received < 4500  # the batches checked before the one that went over
+    assert report.received == report.valid + report.rejected == report.segments[0].received
+    assert report.rejected == len(range(0, report.received, 10))
+
+
 def test_a_bad_file_is_reported_not_half_exported(tmp_path, sandbox, cc_client):
     good = "".join(f"u{i}@example.com\n" for i in range(5000)).encode()
     path = tmp_path / "seg.csv"

@@ -163,6 +163,24 @@ def test_unknown_encoding_is_a_usage_error(tmp_path: Path) -> None:
         read(tmp_path, "Email\na@example.com\n", encoding="latin-42")
 
 
+@pytest.mark.parametrize("encoding", ["rot13", "hex", "base64", "zlib", "idna", "punycode"])
+def test_a_codec_that_is_not_a_file_encoding_is_a_usage_error(tmp_path: Path, encoding: str) -> None:
+    with pytest.raises(ConfigError, match="is not a text file encoding"):
+        read(tmp_path, "Email\na@example.com\n", encoding=encoding)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf16_without_a_byte_order_mark_asks_for_the_byte_order(tmp_path: Path, encoding: str) -> None:
+    message = segment_error(tmp_path, "Email\na@example.com\n".encode(encoding + "-le"), encoding=encoding)
+    assert "segment.csv: the file does not start with a byte-order mark" in message
+    assert f"--encoding {encoding}-le" in message
+
+
+def test_utf16_with_a_byte_order_mark_and_the_encoding_given_is_read(tmp_path: Path) -> None:
+    _, rows = read(tmp_path, "Email,Name\na@example.com,Zoë\n".encode("utf-16"), encoding="utf-16")
+    assert rows == [(2, ["a@example.com", "Zoë"])]
+
+
 # ----------------------------------------------------------------------------------------- CSV: NUL
 
 
@@ -326,9 +344,10 @@ def test_short_rows_are_padded_and_long_rows_keep_their_cells(tmp_path: Path) ->
 
 
 def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
-    text = "\n\nEmail,Name\r\n\r\na@example.com,Ann\n   \n,,\n,\n,Bob\nb@example.com,\n\n"
+    text = "\n\nEmail,Name\r\n\r\na@example.com,Ann\n   \n,,\n,\n,Bob\nb@example.com,\n  , \t\n\n"
     segment, rows = read(tmp_path, text)
     assert segment.columns == ("Email", "Name")  # leading blank lines before the header are skipped too
+    # Cells of spaces only, of the header's width (row 11), are a blank row too.
     assert rows == [(5, ["a@example.com", "Ann"]), (9, ["", "Bob"]), (10, ["b@example.com", ""])]
 
 
@@ -349,7 +368,14 @@ def test_blank_lines_only_means_no_header(tmp_path: Path) -> None:
 
 def test_data_in_place_of_a_header_is_a_segment_error(tmp_path: Path) -> None:
     message = segment_error(tmp_path, "ann@example.com,Ann\nbob@example.com,Bob\n")
-    assert "looks like data" in message and "ann@example.com" in message
+    assert "looks like data" in message and "'a***@example.com' is an email address" in message
+    assert "ann@" not in message  # the row is someone's data: the message is logged and reported
+
+
+def test_errors_quote_a_long_header_cell_shortened(tmp_path: Path) -> None:
+    name = "Note " * 10_000
+    message = segment_error(tmp_path, f"Email,{name},{name}\na@example.com,x,y\n")
+    assert "have the same name" in message and "'Note Note" in message and len(message) < 500
 
 
 def test_duplicate_columns_are_a_segment_error(tmp_path: Path) -> None:
@@ -398,8 +424,29 @@ def test_unclosed_quote_that_a_later_quote_closes_refuses_the_file(tmp_path: Pat
 @pytest.mark.parametrize(
     "text",
     [
+        # The stray quote in row 3 is closed by row 4's quoted name: the record still has five cells,
+        # bob's row is inside cy's name and cy's row keeps the rest.
+        'Id,First,Last,Email,City\n1,Al,A,al@example.com,Paris\n2,"Bob,B,bob@example.com,Rome\n'
+        '3,"Cy",C,cy@example.com,Oslo\n4,Di,D,di@example.com,Nice\n',
+        # Two columns: the swallowed text holds a single delimiter, and an address.
+        'Email,Name\na@example.com,Ann\nb@example.com,"Bo\nc@example.com,"Cy"\nd@example.com,Di\n',
+        # The merged record is longer than the header.
+        'Email,First,Last\nu6@example.com,N6,L6\nu7@example.com,N7,"L7\nu8@example.com,"N8",L8\nu9@example.com,N9,L9\n',
+    ],
+)
+def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text: str) -> None:
+    segment = open_segment(FILES, write(tmp_path, text))
+    with pytest.raises(SegmentError) as info:
+        list(segment.tables[0].rows())
+    assert "segment.csv: cannot parse row 3" in str(info.value) and "swallowed" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         'Email,Address\na@example.com,"1 Main St\nSpringfield"\n',  # a value on two lines, quotes paired
         'Email,Address,City,Tier\na@example.com,"1 Main St, Apt 2\nFloor 3, Door 4\nBack, left",X,1\n',
+        'Email,Note,Tier\na@example.com,"ask for Jo, or\nwrite to jo@example.com",1\n',  # one comma, <2
         'Email,Name\na@example.com,O"Brien\n',  # a stray quote inside a value: taken as it is
         'Email,Name\na@example.com,"Ann\n',  # unpaired at the very end, but nothing follows it
     ],
@@ -496,6 +543,29 @@ def test_large_file_is_streamed_in_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (count, last, email) == (200_000, 200_001, "user199999@example.com")
     assert peak < 5_000_000, f"peak {peak:,} bytes while reading a {path.stat().st_size:,}-byte file"
+
+
+@pytest.mark.parametrize(
+    ("header", "row"),
+    [
+        ("Email,Name" + "," * 50_000, "a@example.com,Ann"),  # 50,000 unnamed columns, short rows
+        (",".join(["Email", *(f"c{i}" for i in range(2_000))]), "a@example.com," + ",".join("x" * 2_000)),
+    ],
+    ids=["unnamed-tail", "2000-columns"],
+)
+def test_wide_rows_are_read_in_bounded_memory(tmp_path: Path, header: str, row: str) -> None:
+    path = write(tmp_path, header + "\n" + (row + "\n") * 3_000)
+    tracemalloc.start()
+    try:
+        segment = open_segment(FILES, path)
+        batches = [(len(rows), max(map(len, rows))) for _, rows in segment.tables[0].batches()]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(count for count, _ in batches) == 3_000
+    # Short rows are padded up to the last named column only; wide rows come in smaller batches.
+    assert max(width for _, width in batches) == min(len(header.split(",")), len(row.split(",")))
+    assert peak < 20_000_000, f"peak {peak:,} bytes"
 
 
 def test_reads_are_chunked_and_streams_closed(tmp_path: Path) -> None:
@@ -826,6 +896,34 @@ def test_folder_without_model_json_is_a_segment_error(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     with pytest.raises(SegmentError, match=r"no model\.json was found"):
         open_segment(FILES, str(tmp_path / "a" / "b"))
+
+
+@pytest.mark.parametrize("partitions", [5, "Contact_1.csv", {"location": "Contact_1.csv"}])
+def test_partitions_that_are_not_a_list_are_a_segment_error(tmp_path: Path, partitions: object) -> None:
+    model = {"entities": [{"name": "Contact", "attributes": [{"name": "Email"}], "partitions": partitions}]}
+    (tmp_path / "model.json").write_text(json.dumps(model), encoding="utf-8")
+    with pytest.raises(SegmentError, match=r"model\.json: \"partitions\" of entity 'Contact' is not a list"):
+        open_segment(FILES, str(tmp_path))
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "utf-16"])
+def test_cdm_encoding_from_model_json_is_checked(tmp_path: Path, encoding: str) -> None:
+    settings = {"encoding": encoding, "columnHeaders": True}
+    model = {
+        "entities": [
+            {
+                "name": "Contact",
+                "attributes": [{"name": "Email"}],
+                "partitions": [{"location": "Contact/Contact_1.csv", "fileFormatSettings": settings}],
+            }
+        ]
+    }
+    (tmp_path / "Contact").mkdir()
+    (tmp_path / "Contact" / "Contact_1.csv").write_bytes("Email\na@example.com\n".encode("utf-16-le"))
+    (tmp_path / "model.json").write_text(json.dumps(model), encoding="utf-8")
+    with pytest.raises(SegmentError) as info:
+        list(open_segment(FILES, str(tmp_path)).tables[0].rows())
+    assert ("is not a text file encoding" if encoding == "rot13" else "byte-order mark") in str(info.value)
 
 
 def test_broken_model_json_is_a_segment_error(tmp_path: Path) -> None:
