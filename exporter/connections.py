@@ -31,8 +31,8 @@ DEFAULT_CONNECTION = "default"  # the CLI's original connection: its secrets kee
 Status = Literal["not_connected", "connected", "needs_reauthorization"]
 STATUSES: tuple[Status, ...] = ("not_connected", "connected", "needs_reauthorization")
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 MAX_SHARES = 200
 MAX_TEXT = 256
 
@@ -76,7 +76,7 @@ def secret_names_for(name: str) -> SecretNames:
 
 
 def check_connection_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise FieldErrors({"name": "use 1-63 lower-case letters, digits and dashes"})
     return name
 
@@ -195,7 +195,7 @@ class ConnectionInput:
             errors["type"] = f"must be {CONNECTION_TYPE!r} (the only connection type)"
         if "client_id" in body:
             client_id = body["client_id"]
-            if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+            if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
                 errors["client_id"] = "the Constant Contact application's API key (client id)"
             else:
                 values["client_id"] = client_id
@@ -263,7 +263,7 @@ class ConnectionStore:
         return f"{CONNECTION_PREFIX}{name}.json"
 
     def get(self, name: str) -> Connection | None:
-        if not _NAME.match(name or ""):
+        if not _NAME.fullmatch(name or ""):
             return None
         raw = self._store.get_bytes(self._path(name))
         return Connection.from_stored(orjson.loads(raw)) if raw else None
@@ -287,7 +287,7 @@ class ConnectionStore:
 
         None when there is no such connection."""
         for _ in range(10):
-            current = self._store.get_with_etag(self._path(name)) if _NAME.match(name or "") else None
+            current = self._store.get_with_etag(self._path(name)) if _NAME.fullmatch(name or "") else None
             if current is None:
                 return None
             raw, etag = current

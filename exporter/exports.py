@@ -19,14 +19,14 @@ from .mapping import DataMapping
 from .pipeline import ExportRequest, SyncMode
 from .storage import ResultStore
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 CONFIG_PREFIX = "config/exports/"
 EXPORT_FIELDS = frozenset(
     {"name", "list_id", "mapping", "segments", "schedule", "enabled", "connection", "sync"}
 )
 MAX_SEGMENTS = 100
 MAX_TEXT = 1024
-_SAFE_PATH = re.compile(r"^[^\\\x00-\x1f]+$")  # no backslashes or control characters
+_SAFE_PATH = re.compile(r"[^\\\x00-\x1f]+")  # no backslashes or control characters
 
 
 def _parse_mapping(data: Any) -> DataMapping:
@@ -129,7 +129,7 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
-        if not _NAME.match(self.name or ""):
+        if not _NAME.fullmatch(self.name or ""):
             errors["name"] = "use 1-63 lower-case letters, digits and dashes"
         if not self.segments or any(
             not s or s.startswith("/") or ".." in s.split("/") for s in self.segments
@@ -202,7 +202,7 @@ class ExportConfig:
             not isinstance(segments, list)
             or not 1 <= len(segments) <= MAX_SEGMENTS
             or not all(
-                isinstance(x, str) and 0 < len(x) <= MAX_TEXT and _SAFE_PATH.match(x) for x in segments
+                isinstance(x, str) and 0 < len(x) <= MAX_TEXT and _SAFE_PATH.fullmatch(x) for x in segments
             )
         ):
             errors["segments"] = (
@@ -220,7 +220,7 @@ class ExportConfig:
                     "null" if k is type(None) else k.__name__ for k in kinds
                 )
         connection = data.get("connection") or "default"
-        if isinstance(connection, str) and not _NAME.match(connection):
+        if isinstance(connection, str) and not _NAME.fullmatch(connection):
             errors["connection"] = "the name of a connection (lower-case letters, digits and dashes)"
         sync = SyncOptions()
         try:
@@ -267,7 +267,7 @@ class ExportStore:
         self._store = store
 
     def get(self, name: str) -> ExportConfig | None:
-        raw = self._store.get_bytes(f"{CONFIG_PREFIX}{name}.json") if _NAME.match(name) else None
+        raw = self._store.get_bytes(f"{CONFIG_PREFIX}{name}.json") if _NAME.fullmatch(name) else None
         return ExportConfig.from_dict(orjson.loads(raw)) if raw else None
 
     def list(self) -> list[ExportConfig]:

@@ -55,7 +55,7 @@ TEXT_FIELDS: dict[str, int] = {
 DATE_FIELDS = frozenset({"birthday", "anniversary"})
 CUSTOM_FIELD_MAX_LENGTH = 255
 MAX_CUSTOM_FIELDS = 25  # per contact, per the spec
-_CUSTOM_NAME = re.compile(r"^[A-Za-z0-9_]{1,50}$")
+_CUSTOM_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +82,7 @@ class DataMapping:
                 raise ConfigError(f"no column given for Constant Contact field {target!r}")
             if target.startswith("cf:"):
                 customs += 1
-                if not _CUSTOM_NAME.match(target[3:]):
+                if not _CUSTOM_NAME.fullmatch(target[3:]):
                     raise ConfigError(
                         f"custom field {target!r}: use cf:<name>, where name is the custom field's name in "
                         "Constant Contact (letters, digits and underscores, at most 50)"

@@ -21,7 +21,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .config import Settings
 
-_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 
 
 class SecretStore(Protocol):
@@ -51,7 +51,7 @@ class SecretNames:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigError(f"secret name {name!r}: use 1-127 letters, digits and dashes (Key Vault's rule)")
     return name
 

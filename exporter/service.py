@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE_PREFIX = "active/"
 # exporter.report.new_run_id; ids made before milliseconds were added still name their runs
-_RUN_ID = re.compile(r"^\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}$")
+_RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
 RUNNING_PREFIX = "running/"  # one claim per export: the run that may send to its list now
 SCHEDULE_PREFIX = "schedules/"
 PROCESSED_PREFIX = "processed/"
@@ -298,7 +298,7 @@ class ExportService:
             self.state.delete(f"{RUNNING_PREFIX}{name}.json")
 
     def run_status(self, name: str, run_id: str) -> dict[str, Any]:
-        if not _RUN_ID.match(run_id) or self.exports.get(name) is None:
+        if not _RUN_ID.fullmatch(run_id) or self.exports.get(name) is None:
             raise NotFoundError(f"run {run_id!r} of export {name!r} not found")
         raw = self.results.get_bytes(f"exports/{name}/runs/{run_id}/report.json")
         if raw is None:

@@ -56,7 +56,7 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "max_block_size": BLOCK_SIZE,
 }
 
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def blob_service_client(
     if connection_string:
         return BlobServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
     if not account_url and account_name:
-        if not _ACCOUNT_NAME.match(account_name):
+        if not _ACCOUNT_NAME.fullmatch(account_name):
             raise ConfigError(
                 f"storage account name {account_name!r} is invalid: 3-24 lowercase letters and digits"
             )

@@ -342,6 +342,23 @@ def test_saving_an_export_checks_the_list_and_custom_fields(indexed, world):
     assert sloppy.status == 400 and set(sloppy.body["fields"]) == {"enabled", "connection"}
 
 
+def test_names_with_a_trailing_line_break_are_refused(indexed, world):
+    put_acme(indexed)
+    assert (
+        call(indexed, "put_connection", "connections/acme\n", "admin", body={"client_id": "x"}).status == 400
+    )
+    assert call(indexed, "get_export", "exports/a\n", "admin").status == 404
+    body = {
+        "list_id": "0b8c1d58-6a36-4f55-9b41-9a3d1c2e7f10\n",
+        "mapping": {"email": "EMail"},
+        "segments": ["a.csv"],
+    }
+    for field, value in (("list_id", body["list_id"]), ("connection", "acme\n")):
+        fixed = {**body, "list_id": body["list_id"].strip(), "connection": "acme", field: value}
+        reply = call(indexed, "put_export", "exports/a", "admin", body=fixed)
+        assert reply.status == 400 and set(reply.body["fields"]) == {field}
+
+
 def test_connection_input_is_checked_field_by_field(indexed, world):
     reply = call(
         indexed,
