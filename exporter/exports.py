@@ -17,12 +17,24 @@ from croniter import croniter
 from .errors import ConfigError
 from .mapping import DataMapping
 from .pipeline import ExportRequest, SyncMode
+from .readers import check_delimiter, check_encoding
 from .storage import ResultStore
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 CONFIG_PREFIX = "config/exports/"
 EXPORT_FIELDS = frozenset(
-    {"name", "list_id", "mapping", "segments", "schedule", "enabled", "connection", "sync"}
+    {
+        "name",
+        "list_id",
+        "mapping",
+        "segments",
+        "schedule",
+        "enabled",
+        "connection",
+        "sync",
+        "encoding",
+        "delimiter",
+    }
 )
 MAX_SEGMENTS = 100
 MAX_TEXT = 1024
@@ -126,6 +138,9 @@ class ExportConfig:
     enabled: bool = True
     connection: str = "default"
     sync: SyncOptions = field(default_factory=lambda: SyncOptions())
+    # How to read the CSV files when they are not UTF-8 or comma-separated (a CDM folder says its own).
+    encoding: str | None = None
+    delimiter: str | None = None
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
@@ -140,8 +155,14 @@ class ExportConfig:
                 check_schedule(self.schedule)
             except ConfigError as exc:
                 errors["schedule"] = str(exc)
+        for key, check in (("encoding", check_encoding), ("delimiter", check_delimiter)):
+            try:
+                check(getattr(self, key))
+            except ConfigError as exc:
+                errors[key] = str(exc)
         try:
-            self.request()
+            if not {"encoding", "delimiter"} & errors.keys():  # else request() would fail on them again
+                self.request()
         except ConfigError as exc:
             errors.setdefault("list_id", str(exc))
         if errors:
@@ -166,6 +187,8 @@ class ExportConfig:
             consent_field=self.sync.consent_field,
             full_sync=full_sync,
             allow_shrink=allow_shrink,
+            encoding=self.encoding,
+            delimiter=self.delimiter,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +201,8 @@ class ExportConfig:
             "enabled": self.enabled,
             "connection": self.connection,
             "sync": self.sync.to_dict(),
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
         }
 
     @classmethod
@@ -214,6 +239,8 @@ class ExportConfig:
             ("schedule", (str, type(None))),
             ("enabled", (bool,)),
             ("connection", (str,)),
+            ("encoding", (str, type(None))),
+            ("delimiter", (str, type(None))),
         ):
             if key in data and not isinstance(data[key], kinds):
                 errors[key] = "must be " + " or ".join(
@@ -238,6 +265,8 @@ class ExportConfig:
             schedule=data.get("schedule") or None,
             enabled=bool(data.get("enabled", True)),
             connection=str(connection),
+            encoding=data.get("encoding") or None,
+            delimiter=data.get("delimiter") or None,
         )
 
     def matches(self, blob: str, *, is_cdm_folder: Any) -> tuple[str, ...] | None:

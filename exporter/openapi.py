@@ -174,6 +174,14 @@ def _schemas() -> dict[str, Any]:
         "segments": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "schedule": {**_TEXT_OR_NULL, "description": "6-field NCRONTAB, UTC, e.g. '0 0 6 * * *'."},
         "enabled": {"type": "boolean"},
+        "encoding": {
+            **_TEXT_OR_NULL,
+            "description": "Encoding of CSV segment files when not UTF-8, e.g. 'cp1252' (a CDM folder names its own).",
+        },
+        "delimiter": {
+            **_TEXT_OR_NULL,
+            "description": "One character, or 'tab'; default: found from the header.",
+        },
         "sync": {
             "type": "object",
             "additionalProperties": False,

@@ -342,6 +342,32 @@ def test_saving_an_export_checks_the_list_and_custom_fields(indexed, world):
     assert sloppy.status == 400 and set(sloppy.body["fields"]) == {"enabled", "connection"}
 
 
+def test_an_export_says_how_its_csv_files_are_encoded_and_delimited(indexed, world):
+    connect_acme(indexed)
+    rows = ["EMail;FirstName", "jose@example.com;José", "zoe@example.com;Zoë"]
+    upload_segment(world["service"], "excel.csv", "\r\n".join(rows).encode("cp1252"))
+    body = {
+        "connection": "acme",
+        "list_id": world["sandbox"].create_list("Excel"),
+        "mapping": {"email": "EMail", "first_name": "FirstName"},
+        "segments": ["excel.csv"],
+        "encoding": "cp1252",
+        "delimiter": ";",
+    }
+    bad = call(
+        indexed, "put_export", "exports/excel", "admin", body={**body, "encoding": "rot13", "delimiter": ";;"}
+    )
+    assert bad.status == 400 and set(bad.body["fields"]) == {"encoding", "delimiter"}
+    assert "not a text file encoding" in bad.body["fields"]["encoding"]
+    saved = call(indexed, "put_export", "exports/excel", "admin", body=body)
+    assert saved.status == 200 and (saved.body["encoding"], saved.body["delimiter"]) == ("cp1252", ";")
+    started = call(indexed, "start_run", "exports/excel/runs", "admin", body={})
+    report = wait_for_run(indexed, "excel", started.body["run_id"], "admin")
+    assert report["status"] == "completed" and report["delivered"] == 2 and report["rejected"] == 0
+    names = {m["email_address"]: m["first_name"] for m in world["sandbox"].list_members(body["list_id"])}
+    assert names == {"jose@example.com": "José", "zoe@example.com": "Zoë"}
+
+
 def test_names_with_a_trailing_line_break_are_refused(indexed, world):
     put_acme(indexed)
     assert (
