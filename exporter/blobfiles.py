@@ -41,10 +41,10 @@ def _as_oserror(what: str) -> Iterator[None]:
             raise OSError(f"{what}: the container does not exist") from exc
         raise FileNotFoundError(f"{what}: not found") from exc
     except AzureError as exc:
-        raise OSError(f"{what}: {_describe(exc)}") from exc
+        raise OSError(f"{what}: {describe_azure_error(exc)}") from exc
 
 
-def _describe(exc: AzureError) -> str:
+def describe_azure_error(exc: AzureError) -> str:
     """One line: the SDK's messages carry the whole XML error body, which drowns a log or a report."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     code = getattr(exc, "error_code", None)
@@ -142,7 +142,7 @@ class BlobReader(io.RawIOBase):
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise OSError(f"blob {self.name!r} was replaced or deleted while it was being read") from exc
         except AzureError as exc:
-            raise OSError(f"blob {self.name!r}: {_describe(exc)}") from exc
+            raise OSError(f"blob {self.name!r}: {describe_azure_error(exc)}") from exc
         if len(data) != length:
             raise OSError(f"blob {self.name!r}: expected {length} bytes at offset {start}, got {len(data)}")
         self._window, self._window_start = data, start

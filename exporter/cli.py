@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import sys
 import tempfile
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter (default: detected among , ; tab |)")
     run.add_argument(
+        "--day-first",
+        action="store_true",
+        help="dates such as 01/02/1975 are day/month/year (default: month/day/year; 31.12.1980 is always "
+        "day first)",
+    )
+    run.add_argument(
         "--consent-field",
         metavar="NAME",
         help="column whose value must be an explicit yes for a profile to go",
@@ -136,7 +143,9 @@ def main(
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = parser.parse_args(argv)
+            args, extras = parser.parse_known_args(argv)
+            if extras:  # said by the subcommand's parser: its usage, and the option meant if one is close
+                _innermost(parser, args).error(_unrecognized(extras, _innermost(parser, args)))
     except SystemExit as exc:  # argparse has printed the usage message
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s")
@@ -149,6 +158,27 @@ def main(
     except ConfigError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand given (``connections authorize``), not the top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(str(getattr(args, action.dest, "")))
+            if chosen is not None:
+                return _innermost(chosen, args)
+    return parser
+
+
+def _unrecognized(extras: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    known = list(parser._option_string_actions)
+    said = []
+    for extra in extras:
+        close = (
+            difflib.get_close_matches(extra.split("=", 1)[0], known, n=1) if extra.startswith("--") else []
+        )
+        said.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+    return "unrecognized arguments: " + " ".join(said)
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -170,6 +200,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         consent_field=args.consent_field,
         encoding=args.encoding,
         delimiter=args.delimiter,
+        day_first=args.day_first,
         # the in-process sandbox starts empty every time, so what an earlier run delivered is not there
         full_sync=args.full_sync or args.sandbox,
     )

@@ -28,7 +28,9 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
+from azure.core.exceptions import AzureError
 
+from .blobfiles import describe_azure_error
 from .errors import ConfigError
 from .management import Management, ManagementSettings
 from .oauth_flow import DeviceStart, OAuthFlowError, authorize_url, pkce_pair
@@ -79,7 +81,12 @@ def add_parsers(sub: Any) -> None:
         default=DEFAULT_PORT,
         help=f"loopback port for the redirect (default {DEFAULT_PORT}; 0 = any free port)",
     )
-    auth.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    auth.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the approval (default 600; the device flow waits no longer than its code lives)",
+    )
     auth.add_argument("--open", action="store_true", help="open the authorize URL in a browser")
 
     exp = sub.add_parser(
@@ -141,12 +148,16 @@ def operator() -> Principal:
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO | None = None) -> int:
     """Do one management command; returns the exit code (errors raise ConfigError for the caller)."""
-    mgmt = build_management()
-    who = operator()
-    stdin = stdin or sys.stdin
-    if args.command == "connections":
-        return _connections(mgmt, who, args, out, err, stdin)
-    return _exports(mgmt, who, args, out, err, stdin)
+    try:
+        mgmt = build_management()
+        who = operator()
+        stdin = stdin or sys.stdin
+        if args.command == "connections":
+            return _connections(mgmt, who, args, out, err, stdin)
+        return _exports(mgmt, who, args, out, err, stdin)
+    except AzureError as exc:  # one line, not the SDK's traceback with the whole XML error body
+        print(f"error: storage: {describe_azure_error(exc)}", file=err)
+        return 1
 
 
 def _print(out: TextIO, data: Any) -> None:
@@ -178,7 +189,9 @@ def _connections(
     elif action == "authorize":
         try:
             if args.device:
-                connection = mgmt.authorize_device(who, args.name, show=lambda s: _show_device(s, err))
+                connection = mgmt.authorize_device(
+                    who, args.name, show=lambda s: _show_device(s, err), timeout=args.timeout
+                )
             else:
                 connection = _authorize_loopback(mgmt, who, args, err)
         except OAuthFlowError as exc:

@@ -36,6 +36,8 @@ class ValidationRules:
     # What to do with a name or other text field longer than Constant Contact stores (50 for names):
     # truncate keeps the contact and counts the truncation; reject sends the row to the rejects file.
     too_long: TooLongPolicy = "truncate"
+    # 01/02/1975 is 2 January where a file is written day first (most of Europe); 1 February otherwise.
+    day_first: bool = False
 
     def __post_init__(self) -> None:
         if not 6 <= self.email_max_length <= 254:

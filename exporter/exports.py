@@ -34,6 +34,7 @@ EXPORT_FIELDS = frozenset(
         "sync",
         "encoding",
         "delimiter",
+        "day_first",
     }
 )
 MAX_SEGMENTS = 100
@@ -141,6 +142,7 @@ class ExportConfig:
     # How to read the CSV files when they are not UTF-8 or comma-separated (a CDM folder says its own).
     encoding: str | None = None
     delimiter: str | None = None
+    day_first: bool = False  # dates such as 01/02/1975 are day/month/year
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
@@ -189,6 +191,7 @@ class ExportConfig:
             allow_shrink=allow_shrink,
             encoding=self.encoding,
             delimiter=self.delimiter,
+            day_first=self.day_first,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +206,7 @@ class ExportConfig:
             "sync": self.sync.to_dict(),
             "encoding": self.encoding,
             "delimiter": self.delimiter,
+            "day_first": self.day_first,
         }
 
     @classmethod
@@ -241,6 +245,7 @@ class ExportConfig:
             ("connection", (str,)),
             ("encoding", (str, type(None))),
             ("delimiter", (str, type(None))),
+            ("day_first", (bool,)),
         ):
             if key in data and not isinstance(data[key], kinds):
                 errors[key] = "must be " + " or ".join(
@@ -267,6 +272,7 @@ class ExportConfig:
             connection=str(connection),
             encoding=data.get("encoding") or None,
             delimiter=data.get("delimiter") or None,
+            day_first=bool(data.get("day_first", False)),
         )
 
     def matches(self, blob: str, *, is_cdm_folder: Any) -> tuple[str, ...] | None:

@@ -293,13 +293,17 @@ class Management:
         *,
         show: Callable[[DeviceStart], None],
         sleep: Callable[[float], None] | None = None,
+        timeout: float | None = None,
     ) -> Connection:
-        """The device flow (headless machines): ``show`` tells the person where to enter which code."""
+        """The device flow (headless machines): ``show`` tells the person where to enter which code.
+        ``timeout`` waits less than the device code lives."""
         who.require(ADMIN, "connecting a Constant Contact account")
         connection = self._connection(name)
         oauth = self.service.settings.api.oauth_base_url
         with httpx.Client(timeout=30.0) as http:
             start = start_device(http, oauth, client_id=connection.client_id)
+            if timeout is not None and timeout < start.expires_in:
+                start = replace(start, expires_in=timeout)
             show(start)
             tokens = poll_device(
                 http, self._token_url(), start, client_id=connection.client_id, sleep=sleep or time.sleep

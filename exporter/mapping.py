@@ -167,7 +167,8 @@ def resolve(mapping: DataMapping, columns: Sequence[str], *, source: str) -> Col
             shown += f" and {len(columns) - 40:,} more"
         raise SegmentError(
             f"{source}: column {' and '.join(missing)} not found. The file has these columns: {shown}. "
-            "Fix the data matching of the export, or the file."
+            "Fix the data matching (the export's mapping, or --email-field and the other --*-field "
+            "options), or the file."
         )
     email_index = positions[0][1]
     fields = tuple(

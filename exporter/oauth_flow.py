@@ -267,7 +267,8 @@ def poll_device(
             break
         raise OAuthFlowError(_describe("device token", response.status_code, body))
     raise OAuthFlowError(
-        "the device code expired before anyone approved it; start again", code="expired_token"
+        "no one approved the device code in time (it expired, or the wait ran out); start again",
+        code="expired_token",
     )
 
 

@@ -182,6 +182,10 @@ def _schemas() -> dict[str, Any]:
             **_TEXT_OR_NULL,
             "description": "One character, or 'tab'; default: found from the header.",
         },
+        "day_first": {
+            "type": "boolean",
+            "description": "Dates such as 01/02/1975 are day/month/year (default: month/day/year).",
+        },
         "sync": {
             "type": "object",
             "additionalProperties": False,

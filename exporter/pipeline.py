@@ -22,7 +22,7 @@ import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from operator import and_, eq, itemgetter, not_, or_
 from pathlib import Path
@@ -85,6 +85,7 @@ class ExportRequest:
     consent_field: str | None = None  # a column whose "no" keeps a profile out of the export
     encoding: str | None = None  # CSV encoding when not UTF-8 (CDM folders say theirs in model.json)
     delimiter: str | None = None
+    day_first: bool = False  # slashed dates are D/M/YYYY, not M/D/YYYY (see ValidationRules)
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -115,6 +116,7 @@ class ExportRequest:
             "consent_field": self.consent_field,
             "encoding": self.encoding,
             "delimiter": self.delimiter,
+            "day_first": self.day_first,
         }
 
     @classmethod
@@ -138,6 +140,7 @@ class ExportRequest:
             consent_field=data.get("consent_field"),
             encoding=data.get("encoding"),
             delimiter=data.get("delimiter"),
+            day_first=bool(data.get("day_first")),
         )
 
     @property
@@ -338,7 +341,7 @@ class Exporter:
         """Stream every row once: validate, de-duplicate, compare with the snapshot, chunk. The hot loop
         of every export, so counters are locals and contacts are keyed by 64-bit email hashes."""
         settings = self.settings
-        rules = settings.rules
+        rules = replace(settings.rules, day_first=request.day_first)
         prepared.rejects = rejects = CsvSpool(REJECT_COLUMNS, directory=str(prepared.workdir))
         prepared.duplicates = dups = CsvSpool(DUPLICATE_COLUMNS, directory=str(prepared.workdir))
         chunker = Chunker([request.list_id], settings.chunks)
@@ -775,7 +778,8 @@ class Exporter:
             if exc.status == 404:
                 raise ConfigError(
                     f"Constant Contact list {request.list_id} does not exist in this account; "
-                    "check the export's list ID"
+                    "check the list ID (the export's list_id, or --list-id); Constant Contact's "
+                    "GET /v3/contact_lists gives the IDs of the account's lists"
                 ) from None
             raise
         wanted = {t[3:] for t, _ in request.mapping.fields if t.startswith("cf:")}

@@ -32,10 +32,18 @@ _SPACE = re.compile(r"\s")
 _FORBIDDEN = re.compile(r'[,;<>()\[\]\\":]')
 MAX_DOMAIN = 253
 
-_DATE_FORMATS = (
-    re.compile(r"(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})"),  # M/D/YYYY, MM-DD-YYYY
-    re.compile(r"(?P<y>\d{4})[/-](?P<m>\d{1,2})[/-](?P<d>\d{1,2})(?:[T ][0-9:.]+(?:Z|[+-]\d\d:?\d\d)?)?"),
+_ISO_DATE = re.compile(
+    r"(?P<y>\d{4})[/-](?P<m>\d{1,2})[/-](?P<d>\d{1,2})(?:[T ][0-9:.]+(?:Z|[+-]\d\d:?\d\d)?)?"
 )
+_DOTTED_DATE = re.compile(r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})")  # 31.12.1980: always day first
+_DATE_FORMATS = {
+    False: (re.compile(r"(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})"), _ISO_DATE, _DOTTED_DATE),
+    True: (re.compile(r"(?P<d>\d{1,2})[/-](?P<m>\d{1,2})[/-](?P<y>\d{4})"), _ISO_DATE, _DOTTED_DATE),
+}
+_DATE_HELP = {
+    False: "month/day/year, year-month-day or day.month.year",
+    True: "day/month/year (day_first), year-month-day or day.month.year",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +132,11 @@ def _why_invalid(email: str) -> str:
     return "the domain is not valid"
 
 
-def parse_date(raw: str) -> date | None:
-    """Dates as Customer Insights and spreadsheets write them: M/D/YYYY, YYYY-MM-DD, ISO timestamps."""
+def parse_date(raw: str, *, day_first: bool = False) -> date | None:
+    """Dates as Customer Insights and spreadsheets write them: M/D/YYYY (D/M/YYYY when ``day_first``),
+    YYYY-MM-DD, ISO timestamps, and D.M.YYYY (a dotted date is day first wherever it is written)."""
     value = raw.strip()
-    for pattern in _DATE_FORMATS:
+    for pattern in _DATE_FORMATS[day_first]:
         match = pattern.fullmatch(value)
         if match:
             try:
@@ -168,7 +177,7 @@ def check_row(values: list[str], plan: ColumnPlan, rules: ValidationRules) -> Ch
     for target, index in plan.dates:
         raw = values[index]
         if raw:
-            _put_date(contact, target, raw, issues)
+            _put_date(contact, target, raw, issues, rules.day_first)
     if not issues:
         return Checked(contact, email, ())
     if rejected:
@@ -194,11 +203,13 @@ def fit_text(raw: str, target: str, max_length: int, rules: ValidationRules) -> 
     )
 
 
-def _put_date(contact: dict[str, object], target: str, raw: str, issues: list[Issue]) -> None:
+def _put_date(
+    contact: dict[str, object], target: str, raw: str, issues: list[Issue], day_first: bool
+) -> None:
     """birthday -> birthday_month + birthday_day; anniversary -> YYYY-MM-DD. A bad date drops the field."""
-    values = _DATE_VALUES[target][raw]
+    values = _DATE_VALUES[target, day_first][raw]
     if values is None:
-        issues.append(_bad_date_issue(target))
+        issues.append(_bad_date_issue(target, day_first))
     else:
         contact.update(zip(_DATE_KEYS[target], values, strict=True))
 
@@ -244,12 +255,12 @@ def check_batch(rows: Sequence[list[str]], plan: ColumnPlan, rules: ValidationRu
         columns.append(column)
     for target, index in plan.dates:
         raw = list(map(itemgetter(index), rows))
-        values = list(map(_DATE_VALUES[target].__getitem__, raw))
+        values = list(map(_DATE_VALUES[target, rules.day_first].__getitem__, raw))
         if None in values:
             for row in compress(range(count), map(is_, values, repeat(None))):
                 values[row] = _NO_DATE[target]
                 if row not in bad_email:
-                    found.setdefault(row, []).append(_bad_date_issue(target))
+                    found.setdefault(row, []).append(_bad_date_issue(target, rules.day_first))
         for key, column in zip(_DATE_KEYS[target], zip(*values, strict=True) if values else (), strict=False):
             keys.append(key)
             columns.append(list(column))
@@ -328,9 +339,9 @@ def _tidy_texts(
         column[row] = value
 
 
-def _bad_date_issue(target: str) -> Issue:
+def _bad_date_issue(target: str, day_first: bool) -> Issue:
     return Issue(
-        target, "bad_date", f"{target} is not a date Constant Contact accepts; field left out", False
+        target, "bad_date", f"{target} is not a date ({_DATE_HELP[day_first]}); field left out", False
     )
 
 
@@ -342,12 +353,15 @@ class _DateValues(dict[str, "tuple[object, ...] | None"]):
 
     MAX_ENTRIES = 50_000  # every date of a century is 36,525 texts; a few MB, kept by the process
 
-    def __init__(self, convert: Callable[[date], tuple[object, ...]], empty: tuple[object, ...]) -> None:
+    def __init__(
+        self, convert: Callable[[date], tuple[object, ...]], empty: tuple[object, ...], *, day_first: bool
+    ) -> None:
         super().__init__({"": empty})
         self._convert = convert
+        self._day_first = day_first
 
     def __missing__(self, raw: str) -> tuple[object, ...] | None:
-        parsed = parse_date(raw)
+        parsed = parse_date(raw, day_first=self._day_first)
         values = None if parsed is None else self._convert(parsed)
         if len(self) < self.MAX_ENTRIES:
             self[raw] = values
@@ -357,7 +371,12 @@ class _DateValues(dict[str, "tuple[object, ...] | None"]):
 # birthday -> birthday_month + birthday_day; anniversary -> YYYY-MM-DD
 _DATE_KEYS = {"birthday": ("birthday_month", "birthday_day"), "anniversary": ("anniversary",)}
 _NO_DATE: dict[str, tuple[object, ...]] = {"birthday": ("", ""), "anniversary": ("",)}
+_DATE_CONVERT: dict[str, Callable[[date], tuple[object, ...]]] = {
+    "birthday": lambda d: (d.month, d.day),
+    "anniversary": lambda d: (d.isoformat(),),
+}
 _DATE_VALUES = {
-    "birthday": _DateValues(lambda d: (d.month, d.day), _NO_DATE["birthday"]),
-    "anniversary": _DateValues(lambda d: (d.isoformat(),), _NO_DATE["anniversary"]),
+    (target, day_first): _DateValues(convert, _NO_DATE[target], day_first=day_first)
+    for target, convert in _DATE_CONVERT.items()
+    for day_first in (False, True)
 }

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -126,7 +127,9 @@ def _answers(port: int) -> bool:
         conn.close()
 
 
-def start_azurite(workdir: str | Path, *, timeout: float = STARTUP_TIMEOUT) -> AzuriteProcess:
+def start_azurite(
+    workdir: str | Path, *, timeout: float = STARTUP_TIMEOUT, flags: Sequence[str] = FLAGS
+) -> AzuriteProcess:
     """Start ``azurite-blob`` on a free loopback port, workspace in ``workdir``; wait until it answers.
 
     Raises AzuriteNotInstalledError when node_modules lacks Azurite, RuntimeError when it does not come up.
@@ -152,7 +155,7 @@ def start_azurite(workdir: str | Path, *, timeout: float = STARTUP_TIMEOUT) -> A
                     str(port),
                     "--location",
                     str(workdir),
-                    *FLAGS,
+                    *flags,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -147,6 +147,7 @@ clean_dates = st.one_of(
     st.just(""),
     st.dates().map(lambda d: f"{d.month}/{d.day}/{d.year:04d}"),
     st.dates().map(date.isoformat),
+    st.dates().map(lambda d: f"{d.day:02d}.{d.month:02d}.{d.year:04d}"),
 )
 dates = st.one_of(
     clean_dates,
@@ -160,6 +161,9 @@ dates = st.one_of(
             "2/29/1900",
             "02-29-2000",
             "13/1/2000",
+            "1/13/2000",
+            "31.12.1980",
+            "12.31.1980",
             "0/0/0000",
             " 6/14/2004 ",
             "\u0666/\u0661\u0664/\u0662\u0660\u0660\u0664",  # Arabic-Indic digits: \d matches them
@@ -247,8 +251,12 @@ def row_batches(draw: st.DrawFn) -> tuple[ColumnPlan, list[list[str]]]:
     return resolve(MAPPING, columns, source="t.csv"), rows
 
 
-RULES = [ValidationRules(), ValidationRules(too_long="reject", email_max_length=30)]
-RULE_IDS = ["truncate", "reject-30"]
+RULES = [
+    ValidationRules(),
+    ValidationRules(too_long="reject", email_max_length=30),
+    ValidationRules(day_first=True),
+]
+RULE_IDS = ["truncate", "reject-30", "day-first"]
 
 
 def _assert_batch_matches_rows(plan: ColumnPlan, rows: list[list[str]], rules: ValidationRules) -> None:

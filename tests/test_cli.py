@@ -113,6 +113,27 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, argv, wor
     assert words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["run", "--segment", "s.csv", "--list-id", "x", "--email-field", "E", "--encodng", "cp1252"],
+            ["usage: python -m exporter run ", "--encodng (did you mean --encoding?)"],
+        ),
+        (
+            ["connections", "authorize", "acme", "--devise"],
+            ["usage: python -m exporter connections authorize ", "--devise (did you mean --device?)"],
+        ),
+        (["exports", "list", "surplus"], ["usage: python -m exporter exports list ", "arguments: surplus"]),
+    ],
+    ids=["run", "nested", "no-guess"],
+)
+def test_a_misspelled_option_is_named_with_the_subcommand_usage(argv, said):
+    code, out, err = run_cli(*argv)
+    assert code == 2 and out == ""
+    assert all(words in err for words in said), err
+
+
 def test_missing_credentials_exit_2(tmp_path, monkeypatch):
     seg = tmp_path / "s.csv"
     seg.write_text("e\na@example.com\n", encoding="utf-8")

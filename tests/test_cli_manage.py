@@ -18,6 +18,7 @@ import pytest
 from exporter import functions
 from exporter.cli import main
 from sandbox import Sandbox
+from tests.azurite import FLAGS, start_azurite
 from tests.management_world import APP_A, SEGMENT, follow_authorize, sandbox_config
 
 
@@ -128,6 +129,16 @@ def test_a_denied_device_flow_fails_with_exit_1(env, sb):
     assert "cc-acme-refresh-token" not in secrets_of(env)
 
 
+def test_the_device_flow_waits_no_longer_than_timeout(env, sb):
+    create_acme()
+    thread, err, result = in_background(["connections", "authorize", "acme", "--device", "--timeout", "1.5"])
+    wait_for(r"Waiting up to 1 s for the approval", err)
+    thread.join(timeout=20)  # no one approves
+    assert not thread.is_alive() and result.get("code") == 1
+    assert "no one approved the device code in time" in err.getvalue()
+    assert "cc-acme-refresh-token" not in secrets_of(env)
+
+
 def test_browser_flow_redirects_to_a_loopback_port(env, sb):
     create_acme()
     thread, err, result = in_background(
@@ -230,3 +241,15 @@ def test_without_storage_settings_the_cli_says_what_to_set(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     code, _, err = cli("connections", "list")
     assert code == 2 and "EXPORTER_STORAGE" in err
+
+
+def test_a_storage_error_is_one_line_with_what_to_do(env, monkeypatch, tmp_path):
+    """The README's own Azurite command once lacked --skipApiVersionCheck: the SDK's newer API version
+    was refused with a 400 and a traceback holding the whole XML error body."""
+    strict = [flag for flag in FLAGS if flag != "--skipApiVersionCheck"]
+    with start_azurite(tmp_path / "strict", flags=strict) as azurite:
+        monkeypatch.setenv("EXPORTER_STORAGE", azurite.connection_string)
+        code, out, err = cli("connections", "list")
+    assert code == 1 and out == ""
+    assert err.startswith("error: storage: ") and err.count("\n") == 1
+    assert "--skipApiVersionCheck" in err and "Traceback" not in err and "<?xml" not in err

@@ -344,15 +344,16 @@ def test_saving_an_export_checks_the_list_and_custom_fields(indexed, world):
 
 def test_an_export_says_how_its_csv_files_are_encoded_and_delimited(indexed, world):
     connect_acme(indexed)
-    rows = ["EMail;FirstName", "jose@example.com;José", "zoe@example.com;Zoë"]
+    rows = ["EMail;FirstName;Born", "jose@example.com;José;01/02/1975", "zoe@example.com;Zoë;31.12.1980"]
     upload_segment(world["service"], "excel.csv", "\r\n".join(rows).encode("cp1252"))
     body = {
         "connection": "acme",
         "list_id": world["sandbox"].create_list("Excel"),
-        "mapping": {"email": "EMail", "first_name": "FirstName"},
+        "mapping": {"email": "EMail", "first_name": "FirstName", "fields": {"birthday": "Born"}},
         "segments": ["excel.csv"],
         "encoding": "cp1252",
         "delimiter": ";",
+        "day_first": True,
     }
     bad = call(
         indexed, "put_export", "exports/excel", "admin", body={**body, "encoding": "rot13", "delimiter": ";;"}
@@ -361,11 +362,15 @@ def test_an_export_says_how_its_csv_files_are_encoded_and_delimited(indexed, wor
     assert "not a text file encoding" in bad.body["fields"]["encoding"]
     saved = call(indexed, "put_export", "exports/excel", "admin", body=body)
     assert saved.status == 200 and (saved.body["encoding"], saved.body["delimiter"]) == ("cp1252", ";")
+    assert saved.body["day_first"] is True
     started = call(indexed, "start_run", "exports/excel/runs", "admin", body={})
     report = wait_for_run(indexed, "excel", started.body["run_id"], "admin")
     assert report["status"] == "completed" and report["delivered"] == 2 and report["rejected"] == 0
-    names = {m["email_address"]: m["first_name"] for m in world["sandbox"].list_members(body["list_id"])}
-    assert names == {"jose@example.com": "José", "zoe@example.com": "Zoë"}
+    members = world["sandbox"].list_members(body["list_id"])
+    got = {
+        m["email_address"]: (m["first_name"], m.get("birthday_month"), m.get("birthday_day")) for m in members
+    }
+    assert got == {"jose@example.com": ("José", 2, 1), "zoe@example.com": ("Zoë", 12, 31)}
 
 
 def test_names_with_a_trailing_line_break_are_refused(indexed, world):

@@ -156,11 +156,39 @@ def test_birthday_becomes_month_and_day_and_a_bad_date_only_drops_the_field():
         ("05-08-1986", "1986-05-08"),
         ("2/30/2000", None),
         ("soon", None),
+        ("31.12.1980", "1980-12-31"),  # dotted: day first, whatever the setting
+        ("12.31.1980", None),
     ],
 )
 def test_parse_date(raw, iso):
     parsed = parse_date(raw)
     assert (parsed.isoformat() if parsed else None) == iso
+
+
+@pytest.mark.parametrize(
+    ("raw", "month_first", "day_first"),
+    [
+        ("01/02/1975", "1975-01-02", "1975-02-01"),
+        ("31/12/1980", None, "1980-12-31"),
+        ("12/31/1980", "1980-12-31", None),
+        ("05.06.1985", "1985-06-05", "1985-06-05"),
+        ("1985-06-05", "1985-06-05", "1985-06-05"),
+    ],
+)
+def test_day_first_reads_slashed_dates_day_first(raw, month_first, day_first):
+    for flag, iso in ((False, month_first), (True, day_first)):
+        parsed = parse_date(raw, day_first=flag)
+        assert (parsed.isoformat() if parsed else None) == iso
+
+
+def test_a_bad_date_says_which_forms_are_read():
+    plan = plan_for(birthday="DateOfBirth")
+    row = ["1", "A", "B", "a@example.com", "", "31/12/1980"]
+    (issue,) = check_row(row, plan, RULES).issues
+    assert "month/day/year, year-month-day or day.month.year" in issue.reason
+    day_first = check_row(row, plan, ValidationRules(day_first=True))
+    assert not day_first.issues and day_first.contact is not None
+    assert (day_first.contact["birthday_month"], day_first.contact["birthday_day"]) == (12, 31)
 
 
 def test_custom_fields_keep_up_to_255_characters():
