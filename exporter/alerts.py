@@ -25,7 +25,7 @@ def alert_for(report: RunReport) -> dict[str, Any] | None:
     elif report.status == "failed":
         kind = "failed"
     elif report.status == "completed" and (
-        report.refused_by_constant_contact or report.sync.get("removals_skipped")
+        report.refused_by_constant_contact or report.sync.get("removals_skipped") or report.every_row_rejected
     ):
         kind = "completed_partially"
     else:
@@ -39,7 +39,9 @@ def alert_for(report: RunReport) -> dict[str, Any] | None:
         "error": {"type": error.get("type"), "message": mask_text(str(error.get("message", "")))}
         if error
         else None,
-        "note": report.sync.get("removals_skipped"),
+        "note": "every row was rejected"
+        if report.every_row_rejected
+        else report.sync.get("removals_skipped"),
         "report": report.report_file,
     }
 

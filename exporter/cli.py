@@ -27,7 +27,7 @@ from .errors import ConfigError, ExporterError
 from .files import LocalFiles
 from .mapping import DataMapping
 from .pipeline import Exporter, ExportRequest
-from .report import RunReport
+from .report import RunReport, is_run_id
 from .secrets import MemorySecretStore, SecretNames, SecretStore, secret_store_from_settings
 from .storage import LocalResultStore
 from .tokens import TokenProvider
@@ -206,6 +206,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     files = LocalFiles()
     for path in request.segments:
+        if not path.strip():
+            raise ConfigError("--segment is empty: give a CSV file or a CDM folder")
         if not files.exists(path):
             raise ConfigError(f"segment {path!r} not found")
     results = _results_store(args.results)
@@ -231,6 +233,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Finish a pending run of an earlier `run` (same --results folder, same credentials)."""
+    if not is_run_id(args.run_id):
+        raise ConfigError(f"--run-id {args.run_id!r} is not a run id (such as 20261203T160501042Z-3f9a1c)")
     settings = Settings.from_env()
     results = _results_store(args.results)
     args.sandbox, args.dry_run = False, False

@@ -73,8 +73,12 @@ class LocalFiles:
         return self._root / p if self._root is not None else p
 
     def open(self, path: str) -> BinaryIO:
-        """Open a file for binary reading (buffered, so small reads stay cheap)."""
-        return self._resolve(path).open("rb")
+        """Open a file for binary reading (buffered, so small reads stay cheap). Only a regular file:
+        a FIFO or a device would block or never end."""
+        resolved = self._resolve(path)
+        if resolved.exists() and not resolved.is_file() and not resolved.is_dir():
+            raise OSError(f"{path}: not a regular file")
+        return resolved.open("rb")
 
     def list(self, prefix: str) -> builtins.list[str]:
         """Every file under ``prefix``, recursively, as ``prefix/relative/path`` strings, sorted.

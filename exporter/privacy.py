@@ -8,8 +8,9 @@ import re
 
 # An address is found from its '@' outwards, never by trying every start position: a pattern such as
 # ``[^\s@]+@[^\s@]+`` scans the whole run again from each position and takes seconds on 100k characters.
-# The part before '@' may hold an apostrophe (mary.o'connor@...) or be quoted ("john doe"@...).
-_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|[^\s@<>()\[\],;:\"]+")
+# The part before '@' may hold an apostrophe (mary.o'connor@...) or a comment (jane(work)@...), or be
+# quoted ("john doe"@...).
+_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|[^\s@<>\[\],;:\"]+")
 _DOMAIN = re.compile(r"[^\s@<>()\[\],;:\"']+")
 
 
@@ -32,14 +33,17 @@ def _email_spans(text: str) -> list[tuple[int, int]]:
     floor = 0  # where the part before '@' may start: after the previous '@' or token
     at = text.find("@")
     while at != -1:
-        domain = _DOMAIN.match(text, at + 1)
+        last = at
+        while text.startswith("@", last + 1):  # jane@@example.com: one address, mistyped
+            last += 1
+        domain = _DOMAIN.match(text, last + 1)
         # Read backwards from the '@', over no more than the text since the previous one (linear in all).
         local = _LOCAL_REVERSED.match(text[floor:at][::-1])
         if local is not None and domain is not None:
             spans.append((at - local.end(), domain.end()))
             floor = domain.end()
         else:
-            floor = at + 1
+            floor = last + 1  # an '@' of the same run has nothing before it
         at = text.find("@", floor)
     return spans
 
@@ -59,7 +63,7 @@ def mask_text(text: str) -> str:
 
 def find_emails(text: str) -> list[str]:
     """Email-like tokens in free text (used to map Constant Contact's error strings back to rows)."""
-    return [text[start:end].strip(".'").lower() for start, end in _email_spans(text)]
+    return [text[start:end].strip(".'()").lower() for start, end in _email_spans(text)]
 
 
 def shorten(text: str, limit: int = 80) -> str:

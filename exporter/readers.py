@@ -20,9 +20,9 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
@@ -250,7 +250,6 @@ class _Stream(io.BufferedIOBase):
         self._width = nul_width  # bytes per code unit: 1, or 2/4 for UTF-16/UTF-32
         self._tail = b""
         self.delivered = 0
-        self.quotes = 0  # quote bytes handed out (one-byte encodings only): odd means one is unpaired
 
     @property
     def name(self) -> str:
@@ -267,8 +266,6 @@ class _Stream(io.BufferedIOBase):
         if data:
             self._check_nul(data)
             self.delivered += len(data)
-            if self._width == 1:
-                self.quotes += data.count(b'"')
         return data
 
     def read(self, size: int | None = -1, /) -> bytes:
@@ -314,14 +311,16 @@ def _read_head(raw: BinaryIO) -> bytes:
 
 
 def _pick_encoding(head: bytes, encoding: str | None) -> str:
-    """The codec to decode with: the given one, else what the BOM says, else UTF-8 (BOM or not)."""
-    if encoding is not None:
-        return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    """The codec to decode with: what a byte-order mark says, else the given one, else UTF-8. The mark
+    wins: an export set to cp1252 whose file was saved again as 'CSV UTF-8' starts with one, and no
+    header in a single-byte encoding starts with those bytes (``ï»¿``, ``ÿþ``)."""
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    return "utf-8-sig"
+    if encoding is None or head.startswith(codecs.BOM_UTF8) or codecs.lookup(encoding).name == "utf-8":
+        return "utf-8-sig"
+    return encoding
 
 
 def _unit_width(encoding: str) -> int:
@@ -353,9 +352,15 @@ def _encoding_option(name: str) -> str:
     return f'--encoding {name} on the command line, "encoding": "{name}" in an export'
 
 
-def _holds_more_lines(row: list[str]) -> bool:
-    """Whether a cell of the row goes on, after a line break, with more text."""
-    return any(line.strip() for cell in row for line in cell.splitlines()[1:])
+def _reader(text: Iterable[str], delimiter: str, quoting: _Quoting) -> Any:
+    """csv.reader, strict: text after a closing quote, or a quote still open at the end of the file, is
+    an error instead of a value that silently swallows the rows after it."""
+    return csv.reader(text, delimiter=delimiter, quoting=quoting, strict=True)
+
+
+def _holds_address(line: str, delimiter: str) -> bool:
+    """Whether a cell of one line of a record, split at every delimiter, is an email address."""
+    return "@" in line and any(_EMAIL_LIKE.fullmatch(c.strip(' "')) for c in line.split(delimiter))
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -421,7 +426,7 @@ class _CsvFile:
         delimiter = self.delimiter or _sniff_delimiter(head, encoding)
         number = 0
         with text:
-            reader = csv.reader(text, delimiter=delimiter, quoting=self.quoting)
+            reader = _reader(text, delimiter, self.quoting)
             try:
                 for row in reader:
                     number += 1
@@ -444,7 +449,7 @@ class _CsvFile:
         number = 0
         failed: UnicodeError | _NulFound | csv.Error | OSError | None = None
         with text:
-            reader = csv.reader(text, delimiter=delimiter, quoting=self.quoting)
+            reader = _reader(text, delimiter, self.quoting)
             try:
                 if self.header:
                     for row in reader:
@@ -458,7 +463,6 @@ class _CsvFile:
             named = _named_width(self.columns)
             size = _batch_size(width)
             first_cell = itemgetter(0)
-            last_row: list[str] = []
             lines = reader.line_num
             while failed is None:
                 rows: list[list[str]] = []
@@ -468,7 +472,6 @@ class _CsvFile:
                     failed = exc
                 if not rows:
                     break
-                last_row = rows[-1]
                 start, number = number + 1, number + len(rows)
                 if reader.line_num - lines > len(rows):  # a record holds line breaks: look closer
                     self._check_merged_rows(rows, start, width, delimiter)
@@ -483,37 +486,24 @@ class _CsvFile:
                     yield self._tidy(rows, start, width, named)
             if failed is not None:
                 raise self._error(failed, stream, encoding, delimiter, head, number) from None
-            if stream.quotes % 2 and _holds_more_lines(last_row):
-                # csv.reader ends a quoted value at the end of the file without a word: every row after
-                # an unpaired quote would silently become part of that value.
-                raise SegmentError(
-                    f'{self.source}: cannot parse row {number}: a quote (") opened in it is never closed, '
-                    "so the rest of the file was read as one value. Check the quotes there."
-                )
 
     def _check_merged_rows(self, rows: list[list[str]], start: int, width: int, delimiter: str) -> None:
         """Refuse a record that swallowed a row. A stray opening quote makes csv.reader read on, over the
-        line break, up to the next quote anywhere in the file: the rows in between end up inside one
-        value. Two rows hold 2 x (width - 1) delimiters; a record of the header's width keeps width - 1
-        of them between its cells, so the swallowing value holds at least width - 1 (fewer cells, more)
-        and, since it spans every column but one, an email address. A genuine multi-line value (an
-        address) rarely holds both. A record with a multi-line value and more cells than the header is
-        refused too: its quotes are wrong somewhere."""
-        least = max(1, width - 1)
+        line break, up to the next quote anywhere in the file; strict parsing refuses most such records
+        (text after the closing quote), not one whose closing quote ends a cell. Then the record's
+        lines are rows of the file: two of them hold an email address as a cell of their own, where a
+        genuine multi-line value (an address, a note) holds at most the row's own. A record with a
+        multi-line value and more cells than the header is refused too: its quotes are wrong somewhere."""
         for number, row in enumerate(rows, start):
-            multiline = [cell for cell in row if "\n" in cell or "\r" in cell]
-            if not multiline:
+            if not any("\n" in cell or "\r" in cell for cell in row):
                 continue
-            if len(row) <= width or not any(cell.strip() for cell in row[width:]):
-                if sum(cell.count(delimiter) for cell in multiline) < least:
-                    continue
-                if not any("@" in cell for cell in multiline):
-                    continue
-            raise SegmentError(
-                f'{self.source}: cannot parse row {number}: a quote (") opened in it is never closed where '
-                "the value ends, so the value runs over a line break and has probably swallowed the next "
-                "row. Check the quotes in that row."
-            )
+            longer = len(row) > width and any(cell.strip() for cell in row[width:])
+            if longer or sum(map(_holds_address, delimiter.join(row).splitlines(), repeat(delimiter))) > 1:
+                raise SegmentError(
+                    f'{self.source}: cannot parse row {number}: a quote (") opened in it is closed only '
+                    "on a later line, so its value has probably swallowed the next row. Check the quotes "
+                    "in that row."
+                )
 
     @staticmethod
     def _tidy(rows: list[list[str]], start: int, width: int, named: int) -> tuple[list[int], list[list[str]]]:
@@ -562,10 +552,22 @@ class _CsvFile:
                 f"{self.source}: cannot decode the file as {label}: {exc}. Give its encoding."
             )
         if not isinstance(exc, UnicodeDecodeError | _NulFound):
+            row = f"{self.source}: cannot parse row {number + 1}"
+            if str(exc) == "unexpected end of data":
+                return SegmentError(
+                    f'{row}: a quote (") opened in it is never closed, so the rest of the file would be '
+                    "read as one value. Check the quotes there."
+                )
+            if "expected after" in str(exc):
+                return SegmentError(
+                    f'{row}: a quote (") opened in it is closed by a later quote that text follows: a '
+                    "value has probably swallowed the next row, or a quote inside a quoted value is not "
+                    'doubled (""). Check the quotes in that row.'
+                )
             hint = ""
             if "field larger than field limit" in str(exc):
                 hint = ' Usually a quote (") is opened and never closed: check the quotes there.'
-            return SegmentError(f"{self.source}: cannot parse row {number + 1}: {exc}.{hint}")
+            return SegmentError(f"{row}: {exc}.{hint}")
         if isinstance(exc, UnicodeDecodeError):
             offset = stream.delivered - len(exc.object) + exc.start
         else:
@@ -574,7 +576,9 @@ class _CsvFile:
         if isinstance(exc, UnicodeDecodeError):
             bad = exc.object[exc.start : exc.end][:4].hex(" ").upper()
             label = _encoding_label(encoding)
-            if self.encoding is None:
+            if self.encoding is None and _unit_width(encoding) > 1:
+                fix = f"Its byte-order mark says {label}, but the bytes are not: save it again, as UTF-8 if you can."
+            elif self.encoding is None:
                 fix = (
                     "Save the file as UTF-8 (Excel: 'CSV UTF-8'), or give the encoding it was saved in, "
                     f"e.g. cp1252 for Windows/Excel 'CSV (comma delimited)' ({_encoding_option('cp1252')})."
@@ -668,6 +672,12 @@ def _check_columns(source: str, columns: Sequence[str], model: str | None = None
     """Reject headers that cannot be mapped reliably: data in place of a header, duplicate names."""
     where = f"{source}" if model is None else f"{model} (entity attributes)"
     if model is None:
+        if columns and columns[0].strip().lower().startswith("sep=") and not "".join(columns[1:]).strip():
+            raise SegmentError(
+                f"{where}: the first line ({shorten(columns[0].strip())!r}) is Excel's delimiter hint, not "
+                "a header. Remove that line: the delimiter is then found from the header (or give it: "
+                '--delimiter on the command line, "delimiter" in an export).'
+            )
         for name in columns:
             if _EMAIL_LIKE.fullmatch(name.strip()):
                 raise SegmentError(
@@ -720,7 +730,7 @@ def _load_model(files: SegmentFiles, model_path: str) -> dict[str, Any]:
             data = json.load(io.TextIOWrapper(raw, encoding="utf-8-sig"))
     except OSError as exc:
         raise SegmentError(f"{model_path}: cannot read model.json: {exc}") from None
-    except ValueError as exc:  # JSON syntax or encoding
+    except (ValueError, RecursionError) as exc:  # JSON syntax or encoding; nesting too deep
         raise SegmentError(
             f"{model_path}: not valid JSON ({exc}). The export may still be being written: try again later."
         ) from None

@@ -6,6 +6,7 @@ error texts: a report may end up in logs and alerts, so it carries no personal d
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -25,6 +26,15 @@ HEADLINE_COUNTS = (
 )
 
 RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
+
+
+# new_run_id's form; ids made before milliseconds were added still name their runs
+_RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` is a run id (and so safe as a folder name)."""
+    return isinstance(text, str) and _RUN_ID.fullmatch(text) is not None
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -151,6 +161,8 @@ class RunReport:
                     lines.append(f"  {sync[key]}")
         for warning, count in sorted(self.field_warnings.items()):
             lines.append(f"  note: {count:,} x {warning}")
+        if self.every_row_rejected:
+            lines.append("  warning: every row was rejected: does the data matching name the email column?")
         for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"
@@ -163,6 +175,11 @@ class RunReport:
         if self.duplicates_file:
             lines.append(f"  duplicates: {self.duplicates_file}")
         return lines
+
+    @property
+    def every_row_rejected(self) -> bool:
+        """Rows were read and none was valid: most often the email column of the mapping is wrong."""
+        return self.received > 0 and self.valid == 0 and self.rejected == self.received
 
     def _delivered_text(self) -> str:
         if self.delivered is not None:

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from .leases import BlobLeaseLock
 from .pipeline import Checkpoint, Exporter, ExportRequest, read_checkpoint, run_folder
 from .privacy import mask_text
 from .readers import open_segment
-from .report import RunReport, new_run_id, utc_now
+from .report import RunReport, is_run_id, new_run_id, utc_now
 from .secrets import SecretStore, secret_store_from_settings
 from .storage import BlobResultStore, blob_service_client
 from .tokens import TokenProvider
@@ -43,8 +42,6 @@ from .tokens import TokenProvider
 log = logging.getLogger(__name__)
 
 ACTIVE_PREFIX = "active/"
-# exporter.report.new_run_id; ids made before milliseconds were added still name their runs
-_RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
 RUNNING_PREFIX = "running/"  # one claim per export: the run that may send to its list now
 SCHEDULE_PREFIX = "schedules/"
 PROCESSED_PREFIX = "processed/"
@@ -298,7 +295,7 @@ class ExportService:
             self.state.delete(f"{RUNNING_PREFIX}{name}.json")
 
     def run_status(self, name: str, run_id: str) -> dict[str, Any]:
-        if not _RUN_ID.fullmatch(run_id) or self.exports.get(name) is None:
+        if not is_run_id(run_id) or self.exports.get(name) is None:
             raise NotFoundError(f"run {run_id!r} of export {name!r} not found")
         raw = self.results.get_bytes(f"exports/{name}/runs/{run_id}/report.json")
         if raw is None:

@@ -47,6 +47,10 @@ def test_a_clean_completed_run_raises_no_alert():
             {"status": "completed", "sync": {"removals_skipped": "no one removed: the segment is empty"}},
             "export_run_completed_partially",
         ),
+        (
+            {"status": "completed", "valid": 0, "rejected": 10, "submitted": 0, "delivered": 0},
+            "export_run_completed_partially",
+        ),
     ],
 )
 def test_alert_kinds(kw, event):

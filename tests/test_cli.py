@@ -103,6 +103,8 @@ def test_dry_run_needs_no_credentials_and_prints_a_summary(tmp_path):
             ["run", "--segment", "{seg}", "--list-id", LIST_ID, "--email-field", "e", "--field", "x"],
             "CC_FIELD=COLUMN",
         ),
+        (["run", "--segment", "", "--list-id", LIST_ID, "--email-field", "e"], "--segment is empty"),
+        (["resume", "--run-id", "../../etc"], "'../../etc' is not a run id"),
     ],
 )
 def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, argv, words):
@@ -150,6 +152,14 @@ def test_failed_run_exits_1(tmp_path):
         str(seg), LIST_ID, "email", "--sandbox", "--results", str(tmp_path / "r"), "--quiet", "--json"
     )
     assert code == 1 and json.loads(out)["error"]["type"] == "SegmentError"
+
+
+def test_a_run_that_rejects_every_row_says_to_check_the_email_column(tmp_path):
+    seg = tmp_path / "s.csv"
+    seg.write_text("Email,First\na@example.com,Ann\nb@example.com,Bo\n", encoding="utf-8")
+    code, out, _ = run_export(str(seg), LIST_ID, "First", "--sandbox", "--results", str(tmp_path / "r"))
+    assert code == 0 and "rejected           2" in out
+    assert "warning: every row was rejected: does the data matching name the email column?" in out
 
 
 def test_python_dash_m_entry_point(tmp_path):

@@ -463,15 +463,14 @@ def test_bodies_with_invalid_text_deep_nesting_or_excess_size_get_a_400(indexed,
 def test_run_ids_sort_by_time_within_a_second():
     from datetime import UTC, datetime, timedelta
 
-    from exporter.report import new_run_id
+    from exporter.report import is_run_id, new_run_id
 
     first = datetime(2026, 12, 3, 16, 5, 1, 999_000, tzinfo=UTC)
     ids = [new_run_id(first + timedelta(milliseconds=n)) for n in (-998, -1, 0, 1)]  # 1.001 .. 2.000 s
     assert ids == sorted(ids) and len(set(ids)) == 4
     assert ids[2].startswith("20261203T160501999Z-")
-    from exporter.service import _RUN_ID
-
-    assert all(_RUN_ID.match(run_id) for run_id in [*ids, "20261203T160501Z-3f9a1c"])  # and the older form
+    assert all(map(is_run_id, [*ids, "20261203T160501Z-3f9a1c"]))  # and the older form
+    assert not any(map(is_run_id, ["", "../x", ids[0] + "\n", ids[0][:-1]]))
 
 
 @pytest.mark.parametrize(

@@ -323,10 +323,24 @@ def test_emails_are_masked_and_ordinary_identifiers_are_not():
         ),
         ("<Ann@Example.com>;b@c.de", "<A***@Example.com>;b***@c.de", ["ann@example.com", "b@c.de"]),
         ("no address @ here, a@ or @b", "no address @ here, a@ or @b", []),
+        ("columns: 'jane.doe@@example.com'", "columns: '***@example.com'", ["jane.doe@@example.com"]),
+        ("jane(work)@x.com or (bo@x.org)", "j***@x.com or (***@x.org)", ["jane(work)@x.com", "bo@x.org"]),
+        ("x " + "@" * 100_000, "x " + "@" * 100_000, []),
         ("x" * 100_000, "x" * 100_000, []),
         ("y" * 50_000 + "@example.com", "y***@example.com", ["y" * 50_000 + "@example.com"]),
     ],
-    ids=["apostrophe", "quoted", "repr-quoted", "brackets", "no-address", "long-no-at", "long-local"],
+    ids=[
+        "apostrophe",
+        "quoted",
+        "repr-quoted",
+        "brackets",
+        "no-address",
+        "double-at",
+        "comment",
+        "only-ats",
+        "long-no-at",
+        "long-local",
+    ],
 )
 def test_email_addresses_in_text_are_found_and_masked(text, masked, found):
     assert mask_text(text) == masked

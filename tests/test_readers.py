@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tracemalloc
 from collections.abc import Generator, Iterable
 from pathlib import Path
@@ -179,6 +180,32 @@ def test_utf16_without_a_byte_order_mark_asks_for_the_byte_order(tmp_path: Path,
 def test_utf16_with_a_byte_order_mark_and_the_encoding_given_is_read(tmp_path: Path) -> None:
     _, rows = read(tmp_path, "Email,Name\na@example.com,Zoë\n".encode("utf-16"), encoding="utf-16")
     assert rows == [(2, ["a@example.com", "Zoë"])]
+
+
+@pytest.mark.parametrize(
+    ("data", "given"),
+    [
+        ("Email,Name\na@example.com,Zoë\n".encode("utf-8-sig"), "cp1252"),  # saved again as 'CSV UTF-8'
+        ("Email,Name\na@example.com,Zoë\n".encode("utf-16"), "utf-8"),
+        ("Email,Name\na@example.com,Zoë\n".encode("utf-16"), "utf-16-be"),
+    ],
+    ids=["utf8-bom-over-cp1252", "utf16-bom-over-utf8", "little-endian-bom-over-be"],
+)
+def test_a_byte_order_mark_wins_over_the_encoding_given(tmp_path: Path, data: bytes, given: str) -> None:
+    segment, rows = read(tmp_path, data, encoding=given)
+    assert segment.columns == ("Email", "Name") and rows == [(2, ["a@example.com", "Zoë"])]
+
+
+def test_excels_sep_line_is_named_instead_of_taken_for_a_header(tmp_path: Path) -> None:
+    message = segment_error(tmp_path, "sep=;\nEmail;Name\na@example.com;Ann\n")
+    assert "('sep=') is Excel's delimiter hint, not a header. Remove that line" in message
+
+
+def test_a_fifo_is_refused_instead_of_read_forever(tmp_path: Path) -> None:
+    fifo = tmp_path / "segment.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(SegmentError, match="not a regular file"):
+        list(open_segment(FILES, str(fifo)).tables[0].rows())
 
 
 # ----------------------------------------------------------------------------------------- CSV: NUL
@@ -418,7 +445,9 @@ def test_unclosed_quote_that_a_later_quote_closes_refuses_the_file(tmp_path: Pat
     segment = open_segment(FILES, write(tmp_path, text))
     with pytest.raises(SegmentError) as info:
         list(segment.tables[0].rows())
-    assert "segment.csv: cannot parse row 3" in str(info.value) and "never closed" in str(info.value)
+    assert "segment.csv: cannot parse row 3" in str(info.value) and "swallowed the next row" in str(
+        info.value
+    )
 
 
 @pytest.mark.parametrize(
@@ -448,12 +477,50 @@ def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text
         'Email,Address,City,Tier\na@example.com,"1 Main St, Apt 2\nFloor 3, Door 4\nBack, left",X,1\n',
         'Email,Note,Tier\na@example.com,"ask for Jo, or\nwrite to jo@example.com",1\n',  # one comma, <2
         'Email,Name\na@example.com,O"Brien\n',  # a stray quote inside a value: taken as it is
-        'Email,Name\na@example.com,"Ann\n',  # unpaired at the very end, but nothing follows it
+        # RFC 4180: a quoted note over two lines, with commas and an address of someone else in it
+        'Email,Notes\na@example.com,"Met at expo, NYC, booth 5, hall B\nCC: boss@acme.com on follow-up"\n',
     ],
 )
 def test_quotes_that_lose_nothing_are_read(tmp_path: Path, text: str) -> None:
     _segment, rows = read(tmp_path, text)
     assert len(rows) == 1 and rows[0][1][0] == "a@example.com"
+
+
+def test_a_literal_quote_earlier_in_the_file_does_not_refuse_a_quoted_value_later(tmp_path: Path) -> None:
+    _segment, rows = read(
+        tmp_path, 'Email,First,Street\na@x.com,Bob 5" tall,x\nb@x.com,B,"1 Main St\nApt 2"\n'
+    )
+    assert [cells for _, cells in rows] == [
+        ["a@x.com", 'Bob 5" tall', "x"],
+        ["b@x.com", "B", "1 Main St\nApt 2"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "words"),
+    [
+        # the quote closes at the start of the next row, and text follows it
+        ('Email,First,Last,City\na@x.com,"Bob\n"b@x.com",Carol\nc@x.com,Dan\n', 2, "swallowed"),
+        # the quote closes at the end of a cell of the next row: its line holds an address of its own
+        ('Email,First,Last\na@x.com,"Bob,Smith\nb@x.com",Carol\nc@x.com,Dan,D\n', 2, "swallowed"),
+        ('Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com",x\n3,C,c@x.com\n', 2, "swallowed"),
+        # never closed, though a literal quote earlier makes the file's count of quotes even
+        ('Email,First,Last\nz@x.com,Bob 5" tall,X\na@x.com,A,"Smith\nb@x.com\nc@x.com\n', 3, "never closed"),
+        ('Email,Name\na@example.com,"Ann\n', 2, "never closed"),  # at the very end, nothing after it
+        ('"Email,First\na@x.com,A\nb@x.com,B\n', 1, "never closed"),  # in the header
+        ('Email,First\na@x.com,"Bob" Jr\n', 2, 'not doubled ("")'),
+    ],
+    ids=["next-row-start", "cell-end", "email-last", "even-count", "at-the-end", "header", "text-after"],
+)
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_quote_that_would_lose_rows_refuses_the_file(
+    tmp_path: Path, text: str, row: int, words: str, encoding: str
+) -> None:
+    path = tmp_path / "segment.csv"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(SegmentError) as info:
+        list(open_segment(FILES, str(path), encoding=encoding).tables[0].rows())
+    assert f"segment.csv: cannot parse row {row}:" in str(info.value) and words in str(info.value)
 
 
 def test_header_changed_after_open_is_detected(tmp_path: Path) -> None:
@@ -926,8 +993,9 @@ def test_cdm_encoding_from_model_json_is_checked(tmp_path: Path, encoding: str) 
     assert ("is not a text file encoding" if encoding == "rot13" else "byte-order mark") in str(info.value)
 
 
-def test_broken_model_json_is_a_segment_error(tmp_path: Path) -> None:
-    (tmp_path / "model.json").write_text('{"entities": [', encoding="utf-8")
+@pytest.mark.parametrize("text", ['{"entities": [', '{"entities": [' + "[" * 100_000 + "]" * 100_000 + "]}"])
+def test_broken_model_json_is_a_segment_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "model.json").write_text(text, encoding="utf-8")
     with pytest.raises(SegmentError, match=r"model\.json: not valid JSON"):
         open_segment(FILES, str(tmp_path))
 
