@@ -27,7 +27,8 @@ from .errors import ConfigError, ExporterError
 from .files import LocalFiles
 from .mapping import DataMapping
 from .pipeline import Exporter, ExportRequest
-from .report import RunReport, is_run_id
+from .privacy import mask_text
+from .report import EVERY_ROW_REJECTED, RunReport, is_run_id
 from .secrets import MemorySecretStore, SecretNames, SecretStore, secret_store_from_settings
 from .storage import LocalResultStore
 from .tokens import TokenProvider
@@ -141,11 +142,17 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            # Said by the subcommand's parser, with its usage and the option meant if one is close; and
+            # before argparse would only say that a required option (the one misspelled) is missing.
+            sub = _subcommand(parser, argv)
+            if wrong := _unknown_options(sub, argv):
+                sub.error(_unrecognized(wrong, sub))
             args, extras = parser.parse_known_args(argv)
-            if extras:  # said by the subcommand's parser: its usage, and the option meant if one is close
-                _innermost(parser, args).error(_unrecognized(extras, _innermost(parser, args)))
+            if extras:
+                sub.error(_unrecognized(extras, sub))
     except SystemExit as exc:  # argparse has printed the usage message
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     logging.basicConfig(level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s")
@@ -156,27 +163,47 @@ def main(
             return _resume(args, out, err)
         return _run(args, out, err)
     except ConfigError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"error: {mask_text(str(exc))}", file=err)
         return EXIT_USAGE
 
 
-def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The parser of the subcommand given (``connections authorize``), not the top-level one."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            chosen = action.choices.get(str(getattr(args, action.dest, "")))
-            if chosen is not None:
-                return _innermost(chosen, args)
+def _subcommand(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``argv`` names (``connections authorize``)."""
+    for token in argv:
+        choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        if token in choices:
+            parser = choices[token]
     return parser
+
+
+def _unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The option-like words of ``argv`` that are not options of ``parser`` (nor prefixes of one)."""
+    known = list(parser._option_string_actions)
+    wrong = []
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if not token.startswith("-") or token == "-" or name in known or _is_number(token):
+            continue
+        if not (name.startswith("--") and any(option.startswith(name) for option in known)):
+            wrong.append(token)
+    return wrong
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _unrecognized(extras: Sequence[str], parser: argparse.ArgumentParser) -> str:
     known = list(parser._option_string_actions)
     said = []
     for extra in extras:
-        close = (
-            difflib.get_close_matches(extra.split("=", 1)[0], known, n=1) if extra.startswith("--") else []
-        )
+        close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1) if extra.startswith("-") else []
         said.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
     return "unrecognized arguments: " + " ".join(said)
 
@@ -228,7 +255,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             settings, files=files, results=results, state=state, client=client, progress=progress
         )
         report = exporter.run(request)
-    return _print(report, args, out)
+    return _print(report, args, out, err)
 
 
 def _resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -243,7 +270,7 @@ def _resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = exporter.resume(f"runs/{args.run_id}")
     if report is None:
         raise ConfigError(f"no run {args.run_id!r} under {args.results}/runs")
-    return _print(report, args, out)
+    return _print(report, args, out, err)
 
 
 def _results_store(folder: str) -> LocalResultStore:
@@ -260,9 +287,11 @@ def _results_store(folder: str) -> LocalResultStore:
     return LocalResultStore(folder)
 
 
-def _print(report: RunReport, args: argparse.Namespace, out: TextIO) -> int:
+def _print(report: RunReport, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         out.write(report.to_json().decode("utf-8") + "\n")
+        if report.every_row_rejected:
+            print(EVERY_ROW_REJECTED, file=err)
     else:
         out.write("\n".join(report.summary_lines()) + "\n")
     return exit_code(report)

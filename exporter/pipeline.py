@@ -379,7 +379,7 @@ class Exporter:
                     width = len(table.columns)
                     table_start = received
                     reading = seg_report  # counted in finally should the table fail half-way
-                    for numbers, rows in table.batches():
+                    for numbers, rows in table.batches(email_column=plan.email_index):
                         before, received = received, received + len(rows)
                         if received > limit:
                             received = before  # counted: the rows checked, none of this batch

@@ -9,9 +9,10 @@ import re
 # An address is found from its '@' outwards, never by trying every start position: a pattern such as
 # ``[^\s@]+@[^\s@]+`` scans the whole run again from each position and takes seconds on 100k characters.
 # The part before '@' may hold an apostrophe (mary.o'connor@...) or a comment (jane(work)@...), or be
-# quoted ("john doe"@...).
-_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|[^\s@<>\[\],;:\"]+")
-_DOMAIN = re.compile(r"[^\s@<>()\[\],;:\"']+")
+# quoted ("john doe"@...) or end in a stray quote. A domain is letters, digits, dots and dashes, so
+# that jane@x.com|bob@y.com is two addresses.
+_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|\"?[^\s@<>\[\],;:\"]+")
+_DOMAIN = re.compile(r"\"?[\w.-]+")
 
 
 def mask_email(email: str) -> str:
@@ -24,7 +25,12 @@ def mask_email(email: str) -> str:
 
 
 def _mask_local(local: str) -> str:
-    return '"***"' if local.startswith('"') else f"{local[:1]}***"
+    """``"***"`` for a quoted part; else the first letter after any punctuation the text put before
+    the address (``('jane`` -> ``('j***``), so that masking masked text changes nothing."""
+    if local.startswith('"') and local.endswith('"') and len(local) > 1:
+        return '"***"'
+    lead = next((i for i, c in enumerate(local) if c.isalnum()), len(local))
+    return f"{local[: lead + 1]}***"
 
 
 def _email_spans(text: str) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice, repeat
+from itertools import islice
 from operator import itemgetter
 from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
@@ -88,14 +88,18 @@ class Table:
     columns: tuple[str, ...]
     # How rows() reads the file. Set by open_segment; tests of other modules may pass any callable.
     _read: Callable[[], RowIterator] = field(default=_no_rows, repr=False, compare=False)
-    _read_batches: Callable[[], BatchIterator] | None = field(default=None, repr=False, compare=False)
+    _read_batches: Callable[[int | None], BatchIterator] | None = field(
+        default=None, repr=False, compare=False
+    )
 
-    def batches(self) -> BatchIterator:
+    def batches(self, *, email_column: int | None = None) -> BatchIterator:
         """The rows of :meth:`rows` in batches of up to :data:`BATCH_ROWS`: ``(row numbers, rows)``.
 
-        The form the export's hot loop reads, so that per-row work can run inside C functions."""
+        The form the export's hot loop reads, so that per-row work can run inside C functions. With
+        ``email_column``, a quoted value whose later lines start rows of their own (an address in that
+        column) refuses the file: a stray quote has swallowed them."""
         if self._read_batches is not None:
-            return self._read_batches()
+            return self._read_batches(email_column)
         return batched_rows(self._read)
 
     def rows(self) -> RowIterator:
@@ -358,11 +362,6 @@ def _reader(text: Iterable[str], delimiter: str, quoting: _Quoting) -> Any:
     return csv.reader(text, delimiter=delimiter, quoting=quoting, strict=True)
 
 
-def _holds_address(line: str, delimiter: str) -> bool:
-    """Whether a cell of one line of a record, split at every delimiter, is an email address."""
-    return "@" in line and any(_EMAIL_LIKE.fullmatch(c.strip(' "')) for c in line.split(delimiter))
-
-
 def _is_blank(row: list[str]) -> bool:
     return not "".join(row).strip()
 
@@ -441,7 +440,7 @@ class _CsvFile:
         for numbers, batch in self.batches():
             yield from zip(numbers, batch, strict=True)
 
-    def batches(self) -> BatchIterator:
+    def batches(self, email_column: int | None = None) -> BatchIterator:
         """Stream the data rows in batches; see :meth:`Table.batches`. Opens the file on the first
         ``next()``. A batch of whole, non-blank rows (nearly all of them) costs two C-level passes."""
         text, stream, encoding, head = self._open()
@@ -473,8 +472,8 @@ class _CsvFile:
                 if not rows:
                     break
                 start, number = number + 1, number + len(rows)
-                if reader.line_num - lines > len(rows):  # a record holds line breaks: look closer
-                    self._check_merged_rows(rows, start, width, delimiter)
+                if reader.line_num - lines > len(rows) and email_column is not None:  # look closer
+                    self._check_merged_rows(rows, start, delimiter, email_column)
                 lines = reader.line_num
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty (or spaces) when the row may be blank.
@@ -487,23 +486,26 @@ class _CsvFile:
             if failed is not None:
                 raise self._error(failed, stream, encoding, delimiter, head, number) from None
 
-    def _check_merged_rows(self, rows: list[list[str]], start: int, width: int, delimiter: str) -> None:
+    def _check_merged_rows(self, rows: list[list[str]], start: int, delimiter: str, email: int) -> None:
         """Refuse a record that swallowed a row. A stray opening quote makes csv.reader read on, over the
         line break, up to the next quote anywhere in the file; strict parsing refuses most such records
-        (text after the closing quote), not one whose closing quote ends a cell. Then the record's
-        lines are rows of the file: two of them hold an email address as a cell of their own, where a
-        genuine multi-line value (an address, a note) holds at most the row's own. A record with a
-        multi-line value and more cells than the header is refused too: its quotes are wrong somewhere."""
+        (text after the closing quote), not one whose closing quote ends a cell (``Bob"``). Then a later
+        line of the value starts a row: split at its delimiters, it holds an address in the email
+        column. A genuine multi-line value (an address, a note, even one with an address on a line of
+        its own) does not."""
+        least = max(email, 1)  # a line of one cell is a note, not a row
         for number, row in enumerate(rows, start):
-            if not any("\n" in cell or "\r" in cell for cell in row):
-                continue
-            longer = len(row) > width and any(cell.strip() for cell in row[width:])
-            if longer or sum(map(_holds_address, delimiter.join(row).splitlines(), repeat(delimiter))) > 1:
-                raise SegmentError(
-                    f'{self.source}: cannot parse row {number}: a quote (") opened in it is closed only '
-                    "on a later line, so its value has probably swallowed the next row. Check the quotes "
-                    "in that row."
-                )
+            for cell in row:
+                if "\n" not in cell and "\r" not in cell:
+                    continue
+                for line in cell.splitlines()[1:]:
+                    parts = line.split(delimiter)
+                    if len(parts) > least and _EMAIL_LIKE.fullmatch(parts[email].strip().strip('"').strip()):
+                        raise SegmentError(
+                            f'{self.source}: cannot parse row {number}: a quote (") opened in it is closed '
+                            "only in a later row, so its value has probably swallowed the next row (a line "
+                            "of it starts with an email address). Check the quotes in that row."
+                        )
 
     @staticmethod
     def _tidy(rows: list[list[str]], start: int, width: int, named: int) -> tuple[list[int], list[list[str]]]:
@@ -560,9 +562,9 @@ class _CsvFile:
                 )
             if "expected after" in str(exc):
                 return SegmentError(
-                    f'{row}: a quote (") opened in it is closed by a later quote that text follows: a '
-                    "value has probably swallowed the next row, or a quote inside a quoted value is not "
-                    'doubled (""). Check the quotes in that row.'
+                    f'{row}: text follows a closing quote (") there, even a space before the next '
+                    'delimiter: a quote inside a quoted value must be doubled (""), and a stray quote '
+                    "may have swallowed the next row. Check the quotes in that row."
                 )
             hint = ""
             if "field larger than field limit" in str(exc):
@@ -576,7 +578,12 @@ class _CsvFile:
         if isinstance(exc, UnicodeDecodeError):
             bad = exc.object[exc.start : exc.end][:4].hex(" ").upper()
             label = _encoding_label(encoding)
-            if self.encoding is None and _unit_width(encoding) > 1:
+            if self.encoding is not None and _encoding_label(self.encoding) != label:  # a BOM won
+                fix = (
+                    f"It starts with a {label} byte-order mark, which wins over the encoding given "
+                    f"({self.encoding}): its bytes are in two encodings. Save it again in one."
+                )
+            elif self.encoding is None and _unit_width(encoding) > 1:
                 fix = f"Its byte-order mark says {label}, but the bytes are not: save it again, as UTF-8 if you can."
             elif self.encoding is None:
                 fix = (

@@ -28,6 +28,7 @@ HEADLINE_COUNTS = (
 RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 
+EVERY_ROW_REJECTED = "warning: every row was rejected: does the data matching name the email column?"
 # new_run_id's form; ids made before milliseconds were added still name their runs
 _RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
 
@@ -162,7 +163,7 @@ class RunReport:
         for warning, count in sorted(self.field_warnings.items()):
             lines.append(f"  note: {count:,} x {warning}")
         if self.every_row_rejected:
-            lines.append("  warning: every row was rejected: does the data matching name the email column?")
+            lines.append(f"  {EVERY_ROW_REJECTED}")
         for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"

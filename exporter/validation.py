@@ -32,13 +32,21 @@ _SPACE = re.compile(r"\s")
 _FORBIDDEN = re.compile(r'[,;<>()\[\]\\":]')
 MAX_DOMAIN = 253
 
+# A time after a slashed or dotted date, as Excel and Power BI write a date column: 2/1/1980 12:00:00 AM
+_CLOCK = r"(?: \d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?: ?[AaPp][Mm])?)?"
 _ISO_DATE = re.compile(
     r"(?P<y>\d{4})[/-](?P<m>\d{1,2})[/-](?P<d>\d{1,2})(?:[T ][0-9:.]+(?:Z|[+-]\d\d:?\d\d)?)?"
 )
-_DOTTED_DATE = re.compile(r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})")  # 31.12.1980: always day first
+_DOTTED_DATE = re.compile(
+    r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})" + _CLOCK
+)  # 31.12.1980: always day first
 _DATE_FORMATS = {
-    False: (re.compile(r"(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})"), _ISO_DATE, _DOTTED_DATE),
-    True: (re.compile(r"(?P<d>\d{1,2})[/-](?P<m>\d{1,2})[/-](?P<y>\d{4})"), _ISO_DATE, _DOTTED_DATE),
+    False: (
+        re.compile(r"(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})" + _CLOCK),
+        _ISO_DATE,
+        _DOTTED_DATE,
+    ),
+    True: (re.compile(r"(?P<d>\d{1,2})[/-](?P<m>\d{1,2})[/-](?P<y>\d{4})" + _CLOCK), _ISO_DATE, _DOTTED_DATE),
 }
 _DATE_HELP = {
     False: "month/day/year, year-month-day or day.month.year",

@@ -127,8 +127,16 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, argv, wor
             ["usage: python -m exporter connections authorize ", "--devise (did you mean --device?)"],
         ),
         (["exports", "list", "surplus"], ["usage: python -m exporter exports list ", "arguments: surplus"]),
+        (  # a required option misspelled: named, not reported missing
+            ["run", "--segment", "s.csv", "--list-id", "x", "--email-feild", "E"],
+            ["--email-feild (did you mean --email-field?)"],
+        ),
+        (
+            ["resume", "-run-id", "x"],
+            ["usage: python -m exporter resume ", "-run-id (did you mean --run-id?)"],
+        ),
     ],
-    ids=["run", "nested", "no-guess"],
+    ids=["run", "nested", "no-guess", "required", "one-dash"],
 )
 def test_a_misspelled_option_is_named_with_the_subcommand_usage(argv, said):
     code, out, err = run_cli(*argv)
@@ -157,9 +165,17 @@ def test_failed_run_exits_1(tmp_path):
 def test_a_run_that_rejects_every_row_says_to_check_the_email_column(tmp_path):
     seg = tmp_path / "s.csv"
     seg.write_text("Email,First\na@example.com,Ann\nb@example.com,Bo\n", encoding="utf-8")
-    code, out, _ = run_export(str(seg), LIST_ID, "First", "--sandbox", "--results", str(tmp_path / "r"))
-    assert code == 0 and "rejected           2" in out
-    assert "warning: every row was rejected: does the data matching name the email column?" in out
+    options = ("--sandbox", "--results", str(tmp_path / "r"))
+    code, out, _ = run_export(str(seg), LIST_ID, "First", *options)
+    warning = "warning: every row was rejected: does the data matching name the email column?"
+    assert code == 0 and "rejected           2" in out and warning in out
+    code, out, err = run_export(str(seg), LIST_ID, "First", *options, "--json")
+    assert code == 0 and json.loads(out)["rejected"] == 2 and warning in err
+
+
+def test_errors_mask_an_address_the_user_typed(tmp_path):
+    code, _, err = run_export(str(tmp_path / "jane.doe@example.com.csv"), LIST_ID, "Email")
+    assert code == 2 and "***@example.com.csv' not found" in err and "jane.doe" not in err
 
 
 def test_python_dash_m_entry_point(tmp_path):

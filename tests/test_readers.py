@@ -56,6 +56,16 @@ def read(tmp_path: Path, data: bytes | str, **options: str) -> tuple[Segment, li
     return segment, list(segment.tables[0].rows())
 
 
+def export_rows(table: Table) -> list[tuple[int, list[str]]]:
+    """The rows as an export reads them: in batches, told which column holds the addresses (Email)."""
+    email = find_column(table.columns, "Email")
+    return [
+        pair
+        for numbers, rows in table.batches(email_column=email)
+        for pair in zip(numbers, rows, strict=True)
+    ]
+
+
 def segment_error(tmp_path: Path, data: bytes | str, **options: str) -> str:
     with pytest.raises(SegmentError) as info:
         read(tmp_path, data, **options)
@@ -194,6 +204,13 @@ def test_utf16_with_a_byte_order_mark_and_the_encoding_given_is_read(tmp_path: P
 def test_a_byte_order_mark_wins_over_the_encoding_given(tmp_path: Path, data: bytes, given: str) -> None:
     segment, rows = read(tmp_path, data, encoding=given)
     assert segment.columns == ("Email", "Name") and rows == [(2, ["a@example.com", "Zoë"])]
+
+
+def test_a_file_whose_byte_order_mark_lies_says_the_mark_won(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf" + "Email,First\nzoe@x.com,Zoë\n".encode("cp1252")  # a BOM kept by an ANSI save
+    message = segment_error(tmp_path, data, encoding="cp1252")
+    assert "row 2 (line 2, byte 27) is not valid UTF-8 (bytes EB)" in message
+    assert "UTF-8 byte-order mark, which wins over the encoding given (cp1252)" in message
 
 
 def test_excels_sep_line_is_named_instead_of_taken_for_a_header(tmp_path: Path) -> None:
@@ -466,7 +483,7 @@ def test_unclosed_quote_that_a_later_quote_closes_refuses_the_file(tmp_path: Pat
 def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text: str) -> None:
     segment = open_segment(FILES, write(tmp_path, text))
     with pytest.raises(SegmentError) as info:
-        list(segment.tables[0].rows())
+        export_rows(segment.tables[0])
     assert "segment.csv: cannot parse row 3" in str(info.value) and "swallowed" in str(info.value)
 
 
@@ -479,10 +496,15 @@ def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text
         'Email,Name\na@example.com,O"Brien\n',  # a stray quote inside a value: taken as it is
         # RFC 4180: a quoted note over two lines, with commas and an address of someone else in it
         'Email,Notes\na@example.com,"Met at expo, NYC, booth 5, hall B\nCC: boss@acme.com on follow-up"\n',
+        'Email,Notes\na@example.com,"Referred by:\nbob@example.org"\n',  # an address on a line of its own
+        'Email,Notes\na@example.com,"--\nAnn Lee\na@example.com"\n',  # a signature: the row's own
+        'Email,Street,Work\na@example.com,"1 Main St\nApt 2",ann@work.example\n',  # two address columns
+        'Email,Street\na@example.com,"1 Main\nApt 2",oops\n',  # and a stray comma: a row to reject, no more
     ],
 )
 def test_quotes_that_lose_nothing_are_read(tmp_path: Path, text: str) -> None:
-    _segment, rows = read(tmp_path, text)
+    segment = open_segment(FILES, write(tmp_path, text))
+    rows = export_rows(segment.tables[0])
     assert len(rows) == 1 and rows[0][1][0] == "a@example.com"
 
 
@@ -501,16 +523,30 @@ def test_a_literal_quote_earlier_in_the_file_does_not_refuse_a_quoted_value_late
     [
         # the quote closes at the start of the next row, and text follows it
         ('Email,First,Last,City\na@x.com,"Bob\n"b@x.com",Carol\nc@x.com,Dan\n', 2, "swallowed"),
-        # the quote closes at the end of a cell of the next row: its line holds an address of its own
-        ('Email,First,Last\na@x.com,"Bob,Smith\nb@x.com",Carol\nc@x.com,Dan,D\n', 2, "swallowed"),
+        # the quote closes at the end of a cell of the next row, whose line starts with an address (not
+        # caught: a quote right after that address, 'b@x.com",Carol', reads like a note ending in one)
+        ('Email,First,Last\na@x.com,"Bob,Smith\nb@x.com,Carol",Lee\nc@x.com,Dan,D\n', 2, "swallowed"),
         ('Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com",x\n3,C,c@x.com\n', 2, "swallowed"),
+        # whatever the swallowing row's own address, or the spaces around the swallowed one
+        ('Email,First\njane-at-x,"Jane\nbob@y.com,Bob"\nkim@x.com,Kim\n', 2, "swallowed"),
+        ('Email,First\n,"Jane\nbob@y.com\t,Bob"\nkim@x.com,Kim\n', 2, "swallowed"),
         # never closed, though a literal quote earlier makes the file's count of quotes even
         ('Email,First,Last\nz@x.com,Bob 5" tall,X\na@x.com,A,"Smith\nb@x.com\nc@x.com\n', 3, "never closed"),
         ('Email,Name\na@example.com,"Ann\n', 2, "never closed"),  # at the very end, nothing after it
         ('"Email,First\na@x.com,A\nb@x.com,B\n', 1, "never closed"),  # in the header
-        ('Email,First\na@x.com,"Bob" Jr\n', 2, 'not doubled ("")'),
+        ('Email,First\na@x.com,"Bob" Jr\n', 2, 'must be doubled ("")'),
     ],
-    ids=["next-row-start", "cell-end", "email-last", "even-count", "at-the-end", "header", "text-after"],
+    ids=[
+        "next-row-start",
+        "cell-end",
+        "email-last",
+        "bad-own-address",
+        "tab-after-address",
+        "even-count",
+        "at-the-end",
+        "header",
+        "text-after",
+    ],
 )
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
 def test_a_quote_that_would_lose_rows_refuses_the_file(
@@ -519,7 +555,7 @@ def test_a_quote_that_would_lose_rows_refuses_the_file(
     path = tmp_path / "segment.csv"
     path.write_bytes(text.encode(encoding))
     with pytest.raises(SegmentError) as info:
-        list(open_segment(FILES, str(path), encoding=encoding).tables[0].rows())
+        export_rows(open_segment(FILES, str(path), encoding=encoding).tables[0])
     assert f"segment.csv: cannot parse row {row}:" in str(info.value) and words in str(info.value)
 
 

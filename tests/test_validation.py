@@ -158,6 +158,9 @@ def test_birthday_becomes_month_and_day_and_a_bad_date_only_drops_the_field():
         ("soon", None),
         ("31.12.1980", "1980-12-31"),  # dotted: day first, whatever the setting
         ("12.31.1980", None),
+        ("2/1/1980 12:00:00 AM", "1980-02-01"),  # Excel and Power BI: a date column with its time
+        ("31.12.1980 23:59", "1980-12-31"),
+        ("2/1/1980 noon", None),
     ],
 )
 def test_parse_date(raw, iso):
