@@ -379,7 +379,8 @@ class Exporter:
                     width = len(table.columns)
                     table_start = received
                     reading = seg_report  # counted in finally should the table fail half-way
-                    for numbers, rows in table.batches(email_column=plan.email_index):
+                    merged: list[int] = []  # rows whose quoted value seems to hold other rows
+                    for numbers, rows in table.batches(email_column=plan.email_index, merged=merged):
                         before, received = received, received + len(rows)
                         if received > limit:
                             received = before  # counted: the rows checked, none of this batch
@@ -393,8 +394,9 @@ class Exporter:
                         refused: list[
                             tuple[int, str, str, str, str]
                         ] = []  # (row, field, code, reason, value)
-                        if rows and max(map(len, rows)) > width:
-                            numbers, rows, refused = _split_extra_cells(numbers, rows, width)
+                        if merged or (rows and max(map(len, rows)) > width):
+                            numbers, rows, refused = _split_untrusted_rows(numbers, rows, width, merged)
+                            merged.clear()
                             rejected += len(refused)
                         checked = check(rows, plan, rules)
                         for index, issues in checked.issues:
@@ -992,16 +994,25 @@ def _select(mask: Sequence[object], *columns: Sequence[Any]) -> tuple[list[Any],
     return tuple(list(compress(column, mask)) for column in columns)
 
 
-def _split_extra_cells(
-    numbers: Sequence[int], rows: list[list[str]], width: int
+def _split_untrusted_rows(
+    numbers: Sequence[int], rows: list[list[str]], width: int, merged: Sequence[int]
 ) -> tuple[list[int], list[list[str]], list[tuple[int, str, str, str, str]]]:
-    """Take out the rows with more non-empty cells than the header (a comma inside an unquoted value
-    shifts every later column, so the row cannot be trusted) as rejects. Empty extra cells (a trailing
-    comma) are harmless."""
+    """Take out, as rejects, the rows that cannot be trusted: more non-empty cells than the header (a
+    comma inside an unquoted value shifts every later column; empty extra cells, a trailing comma, are
+    harmless), and rows whose quoted value seems to hold other rows (the reader's ``merged``): the
+    rejects file then keeps the whole record, the rows inside it included."""
     kept_numbers: list[int] = []
     kept_rows: list[list[str]] = []
     refused: list[tuple[int, str, str, str, str]] = []
+    suspect = set(merged)
     for number, values in zip(numbers, rows, strict=True):
+        if number in suspect:
+            reason = (
+                "a quoted value runs over lines that look like rows (an address in the email column): a "
+                'quote (") is probably not closed where it should be, so the rows after it are inside this one'
+            )
+            refused.append((number, "row", "merged_rows", reason, ",".join(values)))
+            continue
         if len(values) > width and any(v.strip() for v in values[width:]):
             reason = f"the row has {len(values)} cells, the header {width}"
             refused.append((number, "row", "extra_cells", reason, ",".join(values)))

@@ -9,9 +9,10 @@ import re
 # An address is found from its '@' outwards, never by trying every start position: a pattern such as
 # ``[^\s@]+@[^\s@]+`` scans the whole run again from each position and takes seconds on 100k characters.
 # The part before '@' may hold an apostrophe (mary.o'connor@...) or a comment (jane(work)@...), or be
-# quoted ("john doe"@...) or end in a stray quote. A domain is letters, digits, dots and dashes, so
-# that jane@x.com|bob@y.com is two addresses.
-_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|\"?[^\s@<>\[\],;:\"]+")
+# quoted ("john doe"@...) or end in a stray quote; it stops at a '/' (a path before a file named for
+# someone). A domain is letters, digits, dots and dashes with a dot in it, so that jane@x.com|bob@y.com
+# is two addresses and team@2024/, Email@Work or utf-8@x are none.
+_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|\"?[^\s@<>\[\],;:\"/]+")
 _DOMAIN = re.compile(r"\"?[\w.-]+")
 
 
@@ -45,7 +46,7 @@ def _email_spans(text: str) -> list[tuple[int, int]]:
         domain = _DOMAIN.match(text, last + 1)
         # Read backwards from the '@', over no more than the text since the previous one (linear in all).
         local = _LOCAL_REVERSED.match(text[floor:at][::-1])
-        if local is not None and domain is not None:
+        if local is not None and domain is not None and "." in domain.group().strip('."'):
             spans.append((at - local.end(), domain.end()))
             floor = domain.end()
         else:

@@ -88,18 +88,19 @@ class Table:
     columns: tuple[str, ...]
     # How rows() reads the file. Set by open_segment; tests of other modules may pass any callable.
     _read: Callable[[], RowIterator] = field(default=_no_rows, repr=False, compare=False)
-    _read_batches: Callable[[int | None], BatchIterator] | None = field(
+    _read_batches: Callable[[int | None, list[int] | None], BatchIterator] | None = field(
         default=None, repr=False, compare=False
     )
 
-    def batches(self, *, email_column: int | None = None) -> BatchIterator:
+    def batches(self, *, email_column: int | None = None, merged: list[int] | None = None) -> BatchIterator:
         """The rows of :meth:`rows` in batches of up to :data:`BATCH_ROWS`: ``(row numbers, rows)``.
 
-        The form the export's hot loop reads, so that per-row work can run inside C functions. With
-        ``email_column``, a quoted value whose later lines start rows of their own (an address in that
-        column) refuses the file: a stray quote has swallowed them."""
+        The form the export's hot loop reads, so that per-row work can run inside C functions. Given
+        ``email_column`` and a ``merged`` list, the numbers of the rows with a quoted value whose later
+        lines start rows of their own (an address in that column: most likely rows swallowed by a
+        stray quote, perhaps a note) are appended to ``merged`` before their batch is yielded."""
         if self._read_batches is not None:
-            return self._read_batches(email_column)
+            return self._read_batches(email_column, merged)
         return batched_rows(self._read)
 
     def rows(self) -> RowIterator:
@@ -362,6 +363,30 @@ def _reader(text: Iterable[str], delimiter: str, quoting: _Quoting) -> Any:
     return csv.reader(text, delimiter=delimiter, quoting=quoting, strict=True)
 
 
+def _merged_rows(rows: list[list[str]], start: int, delimiter: str, email: int) -> list[int]:
+    """Numbers of the rows that may hold other rows. A stray opening quote makes csv.reader read on,
+    over line breaks, up to the next quote anywhere in the file; strict parsing refuses most such
+    records (text after the closing quote), not one whose closing quote ends a cell (``Bob"``). Then a
+    later line of the value starts a row: split at its delimiters, it holds an address in the email
+    column. A genuine multi-line value (an address, a note with an address on a line of its own) rarely
+    does; a note line such as ``bob@example.com, her assistant`` does, so the row is set aside with its
+    reason rather than the file refused."""
+    least = max(email, 1)  # a line of one cell is a note, not a row
+    found = []
+    for number, row in enumerate(rows, start):
+        for cell in row:
+            if "\n" not in cell and "\r" not in cell:
+                continue
+            parts_of = (line.split(delimiter) for line in cell.splitlines()[1:])
+            if any(
+                len(parts) > least and _EMAIL_LIKE.fullmatch(parts[email].strip().strip('"').strip())
+                for parts in parts_of
+            ):
+                found.append(number)
+                break
+    return found
+
+
 def _is_blank(row: list[str]) -> bool:
     return not "".join(row).strip()
 
@@ -440,7 +465,7 @@ class _CsvFile:
         for numbers, batch in self.batches():
             yield from zip(numbers, batch, strict=True)
 
-    def batches(self, email_column: int | None = None) -> BatchIterator:
+    def batches(self, email_column: int | None = None, merged: list[int] | None = None) -> BatchIterator:
         """Stream the data rows in batches; see :meth:`Table.batches`. Opens the file on the first
         ``next()``. A batch of whole, non-blank rows (nearly all of them) costs two C-level passes."""
         text, stream, encoding, head = self._open()
@@ -472,8 +497,8 @@ class _CsvFile:
                 if not rows:
                     break
                 start, number = number + 1, number + len(rows)
-                if reader.line_num - lines > len(rows) and email_column is not None:  # look closer
-                    self._check_merged_rows(rows, start, delimiter, email_column)
+                if reader.line_num - lines > len(rows) and merged is not None and email_column is not None:
+                    merged += _merged_rows(rows, start, delimiter, email_column)  # records over lines
                 lines = reader.line_num
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty (or spaces) when the row may be blank.
@@ -485,27 +510,6 @@ class _CsvFile:
                     yield self._tidy(rows, start, width, named)
             if failed is not None:
                 raise self._error(failed, stream, encoding, delimiter, head, number) from None
-
-    def _check_merged_rows(self, rows: list[list[str]], start: int, delimiter: str, email: int) -> None:
-        """Refuse a record that swallowed a row. A stray opening quote makes csv.reader read on, over the
-        line break, up to the next quote anywhere in the file; strict parsing refuses most such records
-        (text after the closing quote), not one whose closing quote ends a cell (``Bob"``). Then a later
-        line of the value starts a row: split at its delimiters, it holds an address in the email
-        column. A genuine multi-line value (an address, a note, even one with an address on a line of
-        its own) does not."""
-        least = max(email, 1)  # a line of one cell is a note, not a row
-        for number, row in enumerate(rows, start):
-            for cell in row:
-                if "\n" not in cell and "\r" not in cell:
-                    continue
-                for line in cell.splitlines()[1:]:
-                    parts = line.split(delimiter)
-                    if len(parts) > least and _EMAIL_LIKE.fullmatch(parts[email].strip().strip('"').strip()):
-                        raise SegmentError(
-                            f'{self.source}: cannot parse row {number}: a quote (") opened in it is closed '
-                            "only in a later row, so its value has probably swallowed the next row (a line "
-                            "of it starts with an email address). Check the quotes in that row."
-                        )
 
     @staticmethod
     def _tidy(rows: list[list[str]], start: int, width: int, named: int) -> tuple[list[int], list[list[str]]]:

@@ -263,6 +263,28 @@ def test_a_run_stopped_by_the_limit_counts_the_rows_it_checked_and_no_more(tmp_p
     assert report.rejected == len(range(0, report.received, 10))
 
 
+def test_a_row_that_swallowed_rows_is_rejected_with_them_inside(tmp_path, sandbox, cc_client):
+    """A stray quote closed by a literal one (Bob") hides bob's row inside jane's first name: strict
+    parsing cannot see it, the reader sets the row aside, and the rejects file keeps both."""
+    rows = [f"u{i}@example.com,U{i}" for i in range(3000)]
+    rows[2500] = 'jane@example.com,"Jane\nbob@example.com,Bob"'  # row 2502, over two lines
+    path = tmp_path / "seg.csv"
+    path.write_text("Email,First\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    list_id = sandbox.create_list("Swallowed")
+    report = exporter_for(tmp_path, cc_client).run(
+        ExportRequest(
+            segments=(str(path),), list_id=list_id, mapping=DataMapping(email="email", first_name="First")
+        )
+    )
+    assert report.status == "completed", report.error
+    assert (report.received, report.rejected, report.delivered) == (3000, 1, 2999)
+    (reject,) = read_rejects(report)
+    assert (reject["row"], reject["code"]) == ("2502", "merged_rows")
+    assert "jane@example.com" in reject["value"] and "bob@example.com,Bob" in reject["value"]
+    members = {m["email_address"] for m in sandbox.list_members(list_id)}
+    assert "jane@example.com" not in members and "u2501@example.com" in members
+
+
 def test_a_bad_file_is_reported_not_half_exported(tmp_path, sandbox, cc_client):
     good = "".join(f"u{i}@example.com\n" for i in range(5000)).encode()
     path = tmp_path / "seg.csv"

@@ -56,14 +56,13 @@ def read(tmp_path: Path, data: bytes | str, **options: str) -> tuple[Segment, li
     return segment, list(segment.tables[0].rows())
 
 
-def export_rows(table: Table) -> list[tuple[int, list[str]]]:
-    """The rows as an export reads them: in batches, told which column holds the addresses (Email)."""
+def export_rows(table: Table) -> tuple[list[tuple[int, list[str]]], list[int]]:
+    """The rows as an export reads them (in batches, told which column holds the addresses: Email),
+    and the numbers of the rows the reader set aside as holding other rows."""
     email = find_column(table.columns, "Email")
-    return [
-        pair
-        for numbers, rows in table.batches(email_column=email)
-        for pair in zip(numbers, rows, strict=True)
-    ]
+    merged: list[int] = []
+    batches = table.batches(email_column=email, merged=merged)
+    return [pair for numbers, rows in batches for pair in zip(numbers, rows, strict=True)], merged
 
 
 def segment_error(tmp_path: Path, data: bytes | str, **options: str) -> str:
@@ -504,8 +503,8 @@ def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text
 )
 def test_quotes_that_lose_nothing_are_read(tmp_path: Path, text: str) -> None:
     segment = open_segment(FILES, write(tmp_path, text))
-    rows = export_rows(segment.tables[0])
-    assert len(rows) == 1 and rows[0][1][0] == "a@example.com"
+    rows, merged = export_rows(segment.tables[0])
+    assert len(rows) == 1 and rows[0][1][0] == "a@example.com" and merged == []
 
 
 def test_a_literal_quote_earlier_in_the_file_does_not_refuse_a_quoted_value_later(tmp_path: Path) -> None:
@@ -523,13 +522,6 @@ def test_a_literal_quote_earlier_in_the_file_does_not_refuse_a_quoted_value_late
     [
         # the quote closes at the start of the next row, and text follows it
         ('Email,First,Last,City\na@x.com,"Bob\n"b@x.com",Carol\nc@x.com,Dan\n', 2, "swallowed"),
-        # the quote closes at the end of a cell of the next row, whose line starts with an address (not
-        # caught: a quote right after that address, 'b@x.com",Carol', reads like a note ending in one)
-        ('Email,First,Last\na@x.com,"Bob,Smith\nb@x.com,Carol",Lee\nc@x.com,Dan,D\n', 2, "swallowed"),
-        ('Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com",x\n3,C,c@x.com\n', 2, "swallowed"),
-        # whatever the swallowing row's own address, or the spaces around the swallowed one
-        ('Email,First\njane-at-x,"Jane\nbob@y.com,Bob"\nkim@x.com,Kim\n', 2, "swallowed"),
-        ('Email,First\n,"Jane\nbob@y.com\t,Bob"\nkim@x.com,Kim\n', 2, "swallowed"),
         # never closed, though a literal quote earlier makes the file's count of quotes even
         ('Email,First,Last\nz@x.com,Bob 5" tall,X\na@x.com,A,"Smith\nb@x.com\nc@x.com\n', 3, "never closed"),
         ('Email,Name\na@example.com,"Ann\n', 2, "never closed"),  # at the very end, nothing after it
@@ -538,10 +530,6 @@ def test_a_literal_quote_earlier_in_the_file_does_not_refuse_a_quoted_value_late
     ],
     ids=[
         "next-row-start",
-        "cell-end",
-        "email-last",
-        "bad-own-address",
-        "tab-after-address",
         "even-count",
         "at-the-end",
         "header",
@@ -557,6 +545,30 @@ def test_a_quote_that_would_lose_rows_refuses_the_file(
     with pytest.raises(SegmentError) as info:
         export_rows(open_segment(FILES, str(path), encoding=encoding).tables[0])
     assert f"segment.csv: cannot parse row {row}:" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the quote closes at the end of a cell of the next row, whose line starts with an address (not
+        # caught: a quote right after that address, 'b@x.com",Carol', reads like a note ending in one)
+        'Email,First,Last\na@x.com,"Bob,Smith\nb@x.com,Carol",Lee\nc@x.com,Dan,D\n',
+        'Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com",x\n3,C,c@x.com\n',
+        # whatever the swallowing row's own address, or the spaces around the swallowed one
+        'Email,First\njane-at-x,"Jane\nbob@y.com,Bob"\nc@x.com,Kim\n',
+        'Email,First\n,"Jane\nbob@y.com\t,Bob"\nc@x.com,Kim\n',
+        # a note that reads like a row: set aside too (a row to check, not a file refused)
+        'Email,First,Notes\na@x.com,Ann,"Called twice\nbob@example.com, her assistant"\nc@x.com,Kim,\n',
+    ],
+    ids=["cell-end", "email-last", "bad-own-address", "tab-after-address", "note-like-a-row"],
+)
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_value_holding_lines_that_start_rows_is_set_aside(tmp_path: Path, text: str, encoding: str) -> None:
+    path = tmp_path / "segment.csv"
+    path.write_bytes(text.encode(encoding))
+    rows, merged = export_rows(open_segment(FILES, str(path), encoding=encoding).tables[0])
+    assert merged == [2] and [number for number, _ in rows] == [2, 3]
+    assert "c@x.com" in rows[1][1]  # the row after it is read
 
 
 def test_header_changed_after_open_is_detected(tmp_path: Path) -> None:
