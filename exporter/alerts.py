@@ -25,7 +25,10 @@ def alert_for(report: RunReport) -> dict[str, Any] | None:
     elif report.status == "failed":
         kind = "failed"
     elif report.status == "completed" and (
-        report.refused_by_constant_contact or report.sync.get("removals_skipped") or report.every_row_rejected
+        report.refused_by_constant_contact
+        or report.sync.get("removals_skipped")
+        or report.every_row_rejected
+        or report.untrusted_rows
     ):
         kind = "completed_partially"
     else:
@@ -39,11 +42,17 @@ def alert_for(report: RunReport) -> dict[str, Any] | None:
         "error": {"type": error.get("type"), "message": mask_text(str(error.get("message", "")))}
         if error
         else None,
-        "note": "every row was rejected"
-        if report.every_row_rejected
-        else report.sync.get("removals_skipped"),
+        "note": _note(report),
         "report": report.report_file,
     }
+
+
+def _note(report: RunReport) -> str | None:
+    if report.every_row_rejected:
+        return "every row was rejected"
+    if report.untrusted_rows:
+        return f"{report.untrusted_rows:,} row(s) could not be read safely (extra_cells, merged_rows)"
+    return report.sync.get("removals_skipped")
 
 
 def send_alert(alert: dict[str, Any], *, webhook_url: str | None, http: httpx.Client | None = None) -> bool:

@@ -185,7 +185,7 @@ def _unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> li
             break
         name = token.split("=", 1)[0]
         # argparse's own rules: a number or a word with a space in it is a value, not an option
-        if not token.startswith("-") or token == "-" or " " in token or name in known or _is_number(token):
+        if not token.startswith("-") or token == "-" or " " in name or name in known or _is_number(token):
             continue
         if not (name.startswith("--") and any(option.startswith(name) for option in known)):
             wrong.append(token)

@@ -398,6 +398,7 @@ class Exporter:
                             numbers, rows, refused = _split_untrusted_rows(numbers, rows, width, merged)
                             merged.clear()
                             rejected += len(refused)
+                            report.untrusted_rows += len(refused)
                         checked = check(rows, plan, rules)
                         for index, issues in checked.issues:
                             for issue in issues:
@@ -573,14 +574,18 @@ class Exporter:
             sync["removals_planned"] = 0
             return
         shrink = (len(old) - len(new)) / len(old) if len(old) else 0.0
-        if leavers and not request.allow_shrink and (len(new) == 0 or shrink > request.shrink_guard):
-            why = (
-                "the segment is empty"
-                if len(new) == 0
-                else (
-                    f"the segment shrank by {shrink:.0%} since the last run (guard: {request.shrink_guard:.0%})"
-                )
-            )
+        untrusted = report.untrusted_rows  # leavers may be inside rows that could not be read
+        if (
+            leavers
+            and not request.allow_shrink
+            and (len(new) == 0 or shrink > request.shrink_guard or untrusted)
+        ):
+            if len(new) == 0:
+                why = "the segment is empty"
+            elif untrusted:
+                why = f"{untrusted:,} row(s) could not be read safely, and leavers may be inside them"
+            else:
+                why = f"the segment shrank by {shrink:.0%} since the last run (guard: {request.shrink_guard:.0%})"
             sync["removals_skipped"] = (
                 f"no one removed: {why}; run with allow_shrink to remove {len(leavers):,}"
             )

@@ -9,11 +9,14 @@ import re
 # An address is found from its '@' outwards, never by trying every start position: a pattern such as
 # ``[^\s@]+@[^\s@]+`` scans the whole run again from each position and takes seconds on 100k characters.
 # The part before '@' may hold an apostrophe (mary.o'connor@...) or a comment (jane(work)@...), or be
-# quoted ("john doe"@...) or end in a stray quote; it stops at a '/' (a path before a file named for
-# someone). A domain is letters, digits, dots and dashes with a dot in it, so that jane@x.com|bob@y.com
-# is two addresses and team@2024/, Email@Work or utf-8@x are none.
-_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|\"?[^\s@<>\[\],;:\"/]+")
-_DOMAIN = re.compile(r"\"?[\w.-]+")
+# quoted ("john doe"@...) or end in a stray quote; it stops at a '/' or '\' (a path before a file named
+# for someone). A domain is letters, digits, dots and dashes (and the dots, accents and invisible joiners
+# that IDNA maps away) with a dot in it and a letter in its last label, so that jane@x.com|bob@y.com is
+# two addresses and team@2024/, Email@Work, utf-8@x or python@3.11 are none.
+_LOCAL_REVERSED = re.compile(r"\"[^\"@\n]{0,128}\"|\"?[^\s@<>\[\],;:\"/\\]+")
+_DOTS = ".\u3002\uff0e\uff61\u2024"
+_DOMAIN = re.compile(rf"\"?[\w\-\u0300-\u036f\u200b-\u200d\u2060{_DOTS}]+")
+_LABELS = re.compile(rf"[{_DOTS}]")
 
 
 def mask_email(email: str) -> str:
@@ -46,13 +49,18 @@ def _email_spans(text: str) -> list[tuple[int, int]]:
         domain = _DOMAIN.match(text, last + 1)
         # Read backwards from the '@', over no more than the text since the previous one (linear in all).
         local = _LOCAL_REVERSED.match(text[floor:at][::-1])
-        if local is not None and domain is not None and "." in domain.group().strip('."'):
+        if local is not None and domain is not None and _is_domain(domain.group()):
             spans.append((at - local.end(), domain.end()))
             floor = domain.end()
         else:
             floor = last + 1  # an '@' of the same run has nothing before it
         at = text.find("@", floor)
     return spans
+
+
+def _is_domain(text: str) -> bool:
+    labels = _LABELS.split(text.strip('"').strip(_DOTS))
+    return len(labels) > 1 and not labels[-1].isdigit()
 
 
 def mask_text(text: str) -> str:

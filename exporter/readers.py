@@ -363,28 +363,39 @@ def _reader(text: Iterable[str], delimiter: str, quoting: _Quoting) -> Any:
     return csv.reader(text, delimiter=delimiter, quoting=quoting, strict=True)
 
 
-def _merged_rows(rows: list[list[str]], start: int, delimiter: str, email: int) -> list[int]:
-    """Numbers of the rows that may hold other rows. A stray opening quote makes csv.reader read on,
-    over line breaks, up to the next quote anywhere in the file; strict parsing refuses most such
-    records (text after the closing quote), not one whose closing quote ends a cell (``Bob"``). Then a
-    later line of the value starts a row: split at its delimiters, it holds an address in the email
-    column. A genuine multi-line value (an address, a note with an address on a line of its own) rarely
-    does; a note line such as ``bob@example.com, her assistant`` does, so the row is set aside with its
-    reason rather than the file refused."""
-    least = max(email, 1)  # a line of one cell is a note, not a row
+def _merged_rows(rows: list[list[str]], start: int, delimiter: str, email: int, width: int) -> list[int]:
+    """Numbers of the rows that seem to hold other rows. A stray opening quote makes csv.reader read
+    on, over line breaks, up to the next quote anywhere in the file; strict parsing refuses most such
+    records (text after the closing quote), not one whose closing quote ends a cell (``Bob"``)."""
     found = []
     for number, row in enumerate(rows, start):
-        for cell in row:
-            if "\n" not in cell and "\r" not in cell:
-                continue
-            parts_of = (line.split(delimiter) for line in cell.splitlines()[1:])
-            if any(
-                len(parts) > least and _EMAIL_LIKE.fullmatch(parts[email].strip().strip('"').strip())
-                for parts in parts_of
-            ):
-                found.append(number)
-                break
+        if any(
+            ("\n" in cell or "\r" in cell)
+            and _reads_like_rows(cell, index, len(row), delimiter, email, width)
+            for index, cell in enumerate(row)
+        ):
+            found.append(number)
     return found
+
+
+def _reads_like_rows(cell: str, index: int, cells: int, delimiter: str, email: int, width: int) -> bool:
+    """Whether a multi-line value, cell ``index`` of a record of ``cells``, has the shape of swallowed
+    rows: its first line holds the rest of its own row's cells; a later line is a row of the header's
+    width with an address in the email column (the last line completed by the cells after the value).
+    A note (``Prefers email.\nbob@example.com, her assistant``) rarely has that shape; in a file of two
+    columns nothing tells them apart."""
+    first, *later = (line.split(delimiter) for line in cell.splitlines())
+    if len(first) != width - index:
+        return False
+    for position, parts in enumerate(later, 1):
+        filled = len(parts) + (cells - index - 1 if position == len(later) else 0)
+        if (
+            filled == width
+            and len(parts) > email
+            and _EMAIL_LIKE.fullmatch(parts[email].strip().strip('"').strip())
+        ):
+            return True
+    return False
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -498,7 +509,7 @@ class _CsvFile:
                     break
                 start, number = number + 1, number + len(rows)
                 if reader.line_num - lines > len(rows) and merged is not None and email_column is not None:
-                    merged += _merged_rows(rows, start, delimiter, email_column)  # records over lines
+                    merged += _merged_rows(rows, start, delimiter, email_column, width)  # records over lines
                 lines = reader.line_num
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty (or spaces) when the row may be blank.
@@ -690,7 +701,8 @@ def _check_columns(source: str, columns: Sequence[str], model: str | None = None
                 '--delimiter on the command line, "delimiter" in an export).'
             )
         for name in columns:
-            if _EMAIL_LIKE.fullmatch(name.strip()):
+            # Dataverse's annotation columns (statecode@OData.Community.Display.V1.FormattedValue) are names
+            if _EMAIL_LIKE.fullmatch(name.strip()) and "@odata." not in name.lower():
                 raise SegmentError(
                     f"{where}: the first row looks like data, not a header ({mask_email(name.strip())!r} is an email "
                     "address). Add a header row naming the columns, e.g. Email,FirstName,LastName."

@@ -29,6 +29,15 @@ RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 
 EVERY_ROW_REJECTED = "warning: every row was rejected: does the data matching name the email column?"
+
+
+def untrusted_warning(rows: int) -> str:
+    return (
+        f"warning: {rows:,} row(s) could not be read safely (extra_cells, merged_rows in the rejects file): "
+        "check the quotes and delimiters there; other profiles may be inside them"
+    )
+
+
 # new_run_id's form; ids made before milliseconds were added still name their runs
 _RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
 
@@ -90,6 +99,8 @@ class RunReport:
     valid: int = 0  # rows that passed validation (before de-duplication)
     duplicates: int = 0  # valid rows whose email appeared earlier in the export
     rejected: int = 0  # rows not exported because of a validation rule (see rejects file)
+    # of those, rows that could not be read safely (extra_cells, merged_rows): other profiles may hide in them
+    untrusted_rows: int = 0
     submitted: int = 0  # contacts sent to Constant Contact in import requests
     refused_by_constant_contact: int = 0  # sent, but Constant Contact reported them as errors
     not_added_unsubscribed: int = 0  # sent, but unsubscribed: Constant Contact does not re-add them
@@ -164,6 +175,8 @@ class RunReport:
             lines.append(f"  note: {count:,} x {warning}")
         if self.every_row_rejected:
             lines.append(f"  {EVERY_ROW_REJECTED}")
+        elif self.untrusted_rows:
+            lines.append(f"  {untrusted_warning(self.untrusted_rows)}")
         for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"

@@ -51,6 +51,7 @@ def test_a_clean_completed_run_raises_no_alert():
             {"status": "completed", "valid": 0, "rejected": 10, "submitted": 0, "delivered": 0},
             "export_run_completed_partially",
         ),
+        ({"status": "completed", "rejected": 1, "untrusted_rows": 1}, "export_run_completed_partially"),
     ],
 )
 def test_alert_kinds(kw, event):

@@ -135,12 +135,16 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, argv, wor
             ["resume", "-run-id", "x"],
             ["usage: python -m exporter resume ", "-run-id (did you mean --run-id?)"],
         ),
+        (  # the same, written with '=' and a value holding a space
+            ["run", "--segment", "s.csv", "--list-id", "x", '--email-feld="Work Email"'],
+            ['--email-feld="Work Email" (did you mean --email-field?)'],
+        ),
         (  # a value that starts with '-' but holds a space is a value, as argparse has it
             ["run", "--segment", "-seg 2024.csv", "--list-id", LIST_ID, "--email-field", "e"],
             ["error: segment '-seg 2024.csv' not found"],
         ),
     ],
-    ids=["run", "nested", "no-guess", "required", "one-dash", "dash-value"],
+    ids=["run", "nested", "no-guess", "required", "one-dash", "required-with-value", "dash-value"],
 )
 def test_a_misspelled_option_is_named_with_the_subcommand_usage(argv, said):
     code, out, err = run_cli(*argv)

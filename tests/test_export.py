@@ -277,7 +277,7 @@ def test_a_row_that_swallowed_rows_is_rejected_with_them_inside(tmp_path, sandbo
         )
     )
     assert report.status == "completed", report.error
-    assert (report.received, report.rejected, report.delivered) == (3000, 1, 2999)
+    assert (report.received, report.rejected, report.delivered, report.untrusted_rows) == (3000, 1, 2999, 1)
     (reject,) = read_rejects(report)
     assert (reject["row"], reject["code"]) == ("2502", "merged_rows")
     assert "jane@example.com" in reject["value"] and "bob@example.com,Bob" in reject["value"]

@@ -212,6 +212,13 @@ def test_a_file_whose_byte_order_mark_lies_says_the_mark_won(tmp_path: Path) -> 
     assert "UTF-8 byte-order mark, which wins over the encoding given (cp1252)" in message
 
 
+def test_dataverse_annotation_columns_are_names_not_data(tmp_path: Path) -> None:
+    segment, rows = read(
+        tmp_path, "Email,statecode@OData.Community.Display.V1.FormattedValue\na@x.com,Active\n"
+    )
+    assert segment.columns[1].startswith("statecode@OData") and rows == [(2, ["a@x.com", "Active"])]
+
+
 def test_excels_sep_line_is_named_instead_of_taken_for_a_header(tmp_path: Path) -> None:
     message = segment_error(tmp_path, "sep=;\nEmail;Name\na@example.com;Ann\n")
     assert "('sep=') is Excel's delimiter hint, not a header. Remove that line" in message
@@ -499,6 +506,11 @@ def test_a_stray_quote_that_swallows_a_row_refuses_the_file(tmp_path: Path, text
         'Email,Notes\na@example.com,"--\nAnn Lee\na@example.com"\n',  # a signature: the row's own
         'Email,Street,Work\na@example.com,"1 Main St\nApt 2",ann@work.example\n',  # two address columns
         'Email,Street\na@example.com,"1 Main\nApt 2",oops\n',  # and a stray comma: a row to reject, no more
+        # CRM notes whose later lines start with an address and a comma: not a row of three cells
+        'Email,First,Notes\na@example.com,Ann,"Prefers email.\nbob@example.com, her assistant"\n',
+        'Email,First,Notes\na@example.com,Ann,"Copy invoices to:\nbilling@acme.com, ap@acme.com"\n',
+        'Email,First,Notes\na@example.com,Ann,"Thanks,\nJane Doe\njane.doe@acme.com, +1 555 0100"\n',
+        'Email,Notes,City\na@example.com,"Prefers email.\nbob@example.com, her assistant",Rome\n',
     ],
 )
 def test_quotes_that_lose_nothing_are_read(tmp_path: Path, text: str) -> None:
@@ -553,12 +565,12 @@ def test_a_quote_that_would_lose_rows_refuses_the_file(
         # the quote closes at the end of a cell of the next row, whose line starts with an address (not
         # caught: a quote right after that address, 'b@x.com",Carol', reads like a note ending in one)
         'Email,First,Last\na@x.com,"Bob,Smith\nb@x.com,Carol",Lee\nc@x.com,Dan,D\n',
-        'Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com",x\n3,C,c@x.com\n',
+        'Id,Name,Email\n1,"Bob,bob@x.com\n2,Ann,ann@x.com"\n3,C,c@x.com\n',
         # whatever the swallowing row's own address, or the spaces around the swallowed one
         'Email,First\njane-at-x,"Jane\nbob@y.com,Bob"\nc@x.com,Kim\n',
         'Email,First\n,"Jane\nbob@y.com\t,Bob"\nc@x.com,Kim\n',
-        # a note that reads like a row: set aside too (a row to check, not a file refused)
-        'Email,First,Notes\na@x.com,Ann,"Called twice\nbob@example.com, her assistant"\nc@x.com,Kim,\n',
+        # in a file of two columns a note line 'address, text' has the shape of a row: set aside too
+        'Email,Notes\na@x.com,"Called twice\nbob@example.com, her assistant"\nc@x.com,\n',
     ],
     ids=["cell-end", "email-last", "bad-own-address", "tab-after-address", "note-like-a-row"],
 )

@@ -99,6 +99,19 @@ def test_shrink_guard_blocks_removals_without_the_override(run, sandbox, day2):
     assert members(sandbox, run.list_id) == sorted(e for e, _ in day2)
 
 
+def test_no_one_is_removed_while_rows_could_not_be_read_safely(run, sandbox):
+    """c's row gained a cell (a comma in an unquoted value): rejected, so c looks like a leaver. A row
+    that could not be read may hide any profile, so mirror mode removes no one that run."""
+    run(ABC, mode="mirror")
+    damaged = run([*ABC[:2], ("c@example.com", "C", "surplus")], mode="mirror")
+    assert damaged.status == "completed" and damaged.untrusted_rows == 1 and damaged.sync["leavers"] == 1
+    assert "1 row(s) could not be read safely" in damaged.sync["removals_skipped"]
+    assert any("could not be read safely" in line for line in damaged.summary_lines())
+    assert members(sandbox, run.list_id) == [e for e, _ in ABC] and sandbox.count("POST", REMOVALS) == 0
+    repaired = run(ABC[:2], mode="mirror")  # c really left: removed now
+    assert repaired.sync["removed"] == 1 and members(sandbox, run.list_id) == [e for e, _ in ABC[:2]]
+
+
 def test_dry_run_reports_exactly_what_the_next_real_run_does_and_sends_nothing(run, sandbox):
     run(ABC, mode="mirror")
     day2 = [("a@example.com", "A"), ("b@example.com", "Bee"), ("d@example.com", "D")]
