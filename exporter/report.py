@@ -31,7 +31,7 @@ RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 EVERY_ROW_REJECTED = "warning: every row was rejected: does the data matching name the email column?"
 
 
-def untrusted_warning(rows: int) -> str:
+def _untrusted_warning(rows: int) -> str:
     return (
         f"warning: {rows:,} row(s) could not be read safely (extra_cells, merged_rows in the rejects file): "
         "check the quotes and delimiters there; other profiles may be inside them"
@@ -176,7 +176,7 @@ class RunReport:
         if self.every_row_rejected:
             lines.append(f"  {EVERY_ROW_REJECTED}")
         elif self.untrusted_rows:
-            lines.append(f"  {untrusted_warning(self.untrusted_rows)}")
+            lines.append(f"  {_untrusted_warning(self.untrusted_rows)}")
         for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"
