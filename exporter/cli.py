@@ -28,7 +28,7 @@ from .files import LocalFiles
 from .mapping import DataMapping
 from .pipeline import Exporter, ExportRequest
 from .privacy import mask_text
-from .report import EVERY_ROW_REJECTED, RunReport, is_run_id
+from .report import RunReport, is_run_id
 from .secrets import MemorySecretStore, SecretNames, SecretStore, secret_store_from_settings
 from .storage import LocalResultStore
 from .tokens import TokenProvider
@@ -291,8 +291,8 @@ def _results_store(folder: str) -> LocalResultStore:
 def _print(report: RunReport, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         out.write(report.to_json().decode("utf-8") + "\n")
-        if report.every_row_rejected:
-            print(EVERY_ROW_REJECTED, file=err)
+        if report.warning:  # the summary's warning, where a person reads it
+            print(report.warning, file=err)
     else:
         out.write("\n".join(report.summary_lines()) + "\n")
     return exit_code(report)

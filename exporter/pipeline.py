@@ -999,6 +999,12 @@ def _select(mask: Sequence[object], *columns: Sequence[Any]) -> tuple[list[Any],
     return tuple(list(compress(column, mask)) for column in columns)
 
 
+_MERGED_ROWS = (
+    "a quoted value runs over lines that look like rows (an address in the email column): a "
+    'quote (") is probably not closed where it should be, so the rows after it are inside this one'
+)
+
+
 def _split_untrusted_rows(
     numbers: Sequence[int], rows: list[list[str]], width: int, merged: Sequence[int]
 ) -> tuple[list[int], list[list[str]], list[tuple[int, str, str, str, str]]]:
@@ -1012,11 +1018,7 @@ def _split_untrusted_rows(
     suspect = set(merged)
     for number, values in zip(numbers, rows, strict=True):
         if number in suspect:
-            reason = (
-                "a quoted value runs over lines that look like rows (an address in the email column): a "
-                'quote (") is probably not closed where it should be, so the rows after it are inside this one'
-            )
-            refused.append((number, "row", "merged_rows", reason, ",".join(values)))
+            refused.append((number, "row", "merged_rows", _MERGED_ROWS, ",".join(values)))
             continue
         if len(values) > width and any(v.strip() for v in values[width:]):
             reason = f"the row has {len(values)} cells, the header {width}"

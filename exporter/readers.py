@@ -496,7 +496,7 @@ class _CsvFile:
                 raise self._error(exc, stream, encoding, delimiter, head, number) from None
             width = len(self.columns)
             named = _named_width(self.columns)
-            size = _batch_size(width)
+            size = full = _batch_size(width)
             first_cell = itemgetter(0)
             lines = reader.line_num
             while failed is None:
@@ -514,7 +514,7 @@ class _CsvFile:
                 # A short, long or blank row fails one test or the other: the first cell of a row of
                 # the header's width is only empty (or spaces) when the row may be blank.
                 if all(map(width.__eq__, map(len, rows))) and all(map(str.strip, map(first_cell, rows))):
-                    size = _batch_size(width)
+                    size = full
                     yield range(start, number + 1), rows
                 else:
                     size = _batch_size(max(width, *map(len, rows)))

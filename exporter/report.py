@@ -28,16 +28,6 @@ HEADLINE_COUNTS = (
 RunStatus = Literal["queued", "running", "completed", "pending", "failed"]
 
 
-EVERY_ROW_REJECTED = "warning: every row was rejected: does the data matching name the email column?"
-
-
-def _untrusted_warning(rows: int) -> str:
-    return (
-        f"warning: {rows:,} row(s) could not be read safely (extra_cells, merged_rows in the rejects file): "
-        "check the quotes and delimiters there; other profiles may be inside them"
-    )
-
-
 # new_run_id's form; ids made before milliseconds were added still name their runs
 _RUN_ID = re.compile(r"\d{8}T\d{6}(?:\d{3})?Z-[0-9a-f]{6}")
 
@@ -173,10 +163,8 @@ class RunReport:
                     lines.append(f"  {sync[key]}")
         for warning, count in sorted(self.field_warnings.items()):
             lines.append(f"  note: {count:,} x {warning}")
-        if self.every_row_rejected:
-            lines.append(f"  {EVERY_ROW_REJECTED}")
-        elif self.untrusted_rows:
-            lines.append(f"  {_untrusted_warning(self.untrusted_rows)}")
+        if self.warning:
+            lines.append(f"  {self.warning}")
         for act in [] if self.dry_run else self.activities:
             lines.append(
                 f"  activity {act.chunk}: {act.state} ({act.contacts:,} contacts, {act.bytes:,} bytes)"
@@ -189,6 +177,18 @@ class RunReport:
         if self.duplicates_file:
             lines.append(f"  duplicates: {self.duplicates_file}")
         return lines
+
+    @property
+    def warning(self) -> str | None:
+        """What a person should check in the files before trusting the run, or None."""
+        if self.every_row_rejected:
+            return "warning: every row was rejected: does the data matching name the email column?"
+        if self.untrusted_rows:
+            return (
+                f"warning: {self.untrusted_rows:,} row(s) could not be read safely (extra_cells, merged_rows in "
+                "the rejects file): check the quotes and delimiters there; other profiles may be inside them"
+            )
+        return None
 
     @property
     def every_row_rejected(self) -> bool:

@@ -40,13 +40,10 @@ _ISO_DATE = re.compile(
 _DOTTED_DATE = re.compile(
     r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})" + _CLOCK
 )  # 31.12.1980: always day first
+_SLASHED = r"(?P<{}>\d{{1,2}})[/-](?P<{}>\d{{1,2}})[/-](?P<y>\d{{4}})"  # M/D/YYYY or D/M/YYYY
 _DATE_FORMATS = {
-    False: (
-        re.compile(r"(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})" + _CLOCK),
-        _ISO_DATE,
-        _DOTTED_DATE,
-    ),
-    True: (re.compile(r"(?P<d>\d{1,2})[/-](?P<m>\d{1,2})[/-](?P<y>\d{4})" + _CLOCK), _ISO_DATE, _DOTTED_DATE),
+    day_first: (re.compile(_SLASHED.format(*order) + _CLOCK), _ISO_DATE, _DOTTED_DATE)
+    for day_first, order in ((False, "md"), (True, "dm"))
 }
 _DATE_HELP = {
     False: "month/day/year, year-month-day or day.month.year",
