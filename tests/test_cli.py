@@ -179,6 +179,10 @@ def test_a_run_that_rejects_every_row_says_to_check_the_email_column(tmp_path):
     assert code == 0 and "rejected           2" in out and warning in out
     code, out, err = run_export(str(seg), LIST_ID, "First", *options, "--json")
     assert code == 0 and json.loads(out)["rejected"] == 2 and warning in err
+    seg.write_text("Email,First\na@example.com,Ann,surplus\nb@example.com,Bo\n", encoding="utf-8")
+    code, out, err = run_export(str(seg), LIST_ID, "Email", *options, "--json")
+    assert code == 0 and json.loads(out)["untrusted_rows"] == 1
+    assert "warning: 1 row(s) could not be read safely" in err
 
 
 def test_errors_mask_an_address_the_user_typed(tmp_path):
